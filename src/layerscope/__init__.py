@@ -1,0 +1,25 @@
+"""layerscope: look inside every layer of a neural network while it runs, measure what it costs,
+and act on what you see."""
+
+from __future__ import annotations
+
+from ._errors import (
+    ConfigError,
+    DataError,
+    LayerscopeError,
+    LayerSelectionError,
+    MissingDependencyError,
+    ModelError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "LayerSelectionError",
+    "LayerscopeError",
+    "MissingDependencyError",
+    "ModelError",
+    "__version__",
+]

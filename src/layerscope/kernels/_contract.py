@@ -1,0 +1,39 @@
+"""What every channel-reduction backend returns (torch reference, native C++, Triton)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ChannelStats:
+    """One batch of one layer, reduced per channel in a single read of the activation.
+
+    Moments, extremes and threshold counts are over the *finite* values of each channel; NaN and ±Inf
+    are counted separately. Tensors live on the activation's device.
+
+    count   int64   [C]     finite values seen
+    mean    float64 [C]     mean of the finite values (0 where count == 0)
+    m2      float64 [C]     Σ (x − mean)² over the finite values
+    min     float64 [C]     +inf where count == 0
+    max     float64 [C]     −inf where count == 0
+    zeros   int64   [C]     values exactly 0
+    above   int64   [T, C]  finite values > thresholds[t]
+    nan     int64   [C]
+    inf     int64   [C]     +Inf and −Inf
+    sample_mean float64 [N, C]  per-sample channel mean over the finite positions (NaN where none):
+                            the "neuron" value of the coverage criteria.
+    """
+
+    count: torch.Tensor
+    mean: torch.Tensor
+    m2: torch.Tensor
+    min: torch.Tensor
+    max: torch.Tensor
+    zeros: torch.Tensor
+    above: torch.Tensor
+    nan: torch.Tensor
+    inf: torch.Tensor
+    sample_mean: torch.Tensor

@@ -1,0 +1,1 @@
+"""Native C++ backend (``layerscope._C``). Registered when the extension was built."""

@@ -1,0 +1,26 @@
+"""Built-in demo models and data. Nothing here downloads anything.
+
+``MODELS`` maps a name to a factory ``(**kwargs) -> nn.Module``; ``build(name)`` makes one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .._registry import Registry
+
+MODELS: Registry[Any] = Registry("built-in model")
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    return MODELS.get(name)(**kwargs)
+
+
+def names() -> list[str]:
+    return MODELS.names()
+
+
+# Model files register themselves on import.
+from . import resnet as resnet  # noqa: E402,F401
