@@ -103,13 +103,12 @@ _CHANNELS_LAST = (
     nn.Linear,
     nn.Bilinear,
     nn.LayerNorm,
-    nn.RMSNorm,
     nn.Embedding,
     nn.MultiheadAttention,
     nn.TransformerEncoderLayer,
     nn.TransformerDecoderLayer,
     nn.RNNBase,
-)
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())  # RMSNorm: torch >= 2.4
 
 
 def infer_layout(module: nn.Module, tensor: torch.Tensor, parent_layout: Layout | None = None) -> Layout:

@@ -1,0 +1,242 @@
+"""``Probe``: the user's handle. Owns the hooks and the per-layer accumulators of one streaming pass.
+
+    with layerscope.Probe(model, layers="*") as probe:
+        for x, _ in loader:
+            model(x)
+    result = probe.result()
+
+Hooks are removed in ``finally`` (also when the forward pass raises). A hook reduces each activation
+once (``kernels.channel_reduce``: a fused per-channel reduction shared by every accumulator of the
+layer), lets the accumulators read the view, and returns: no reference to the activation survives it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import analysis as _analysis
+from . import stats as _stats
+from ._errors import ConfigError
+from .capture import Layout, infer_layout, iter_float_tensors, make_view, select_modules
+from .capture.bounds import output_bounds, saturation_thresholds
+from .kernels import channel_reduce, select_backend
+from .report.result import LayerResult, ProbeResult
+
+DEFAULT_STATS = ("moments", "coverage", "histogram")
+
+
+@dataclass
+class _Layer:
+    """Everything the probe keeps for one captured tensor: O(channels × statistics)."""
+
+    name: str
+    module_type: str
+    layout: Layout
+    thresholds: tuple[float, ...]  # user thresholds, then the saturation thresholds (if bounded)
+    bounds: tuple[float, float] | None
+    accumulators: dict[str, Any]
+    shape: tuple[int, ...] = ()
+    calls: int = 0
+    samples: int = 0
+    backend: str = ""
+    order: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Probe:
+    """Stream statistics of the selected layers of ``model`` while the caller runs forward passes.
+
+    Args:
+        model: any ``nn.Module``.
+        layers: glob patterns (comma-separated or a list), ``re:`` regexes, or exact names; default
+            every leaf module. See :func:`layerscope.capture.select_modules`.
+        stats: names of accumulators (``layerscope.stats.ACCUMULATORS``).
+        types: also select modules of these classes / class names.
+        exclude: patterns of modules to leave out.
+        layouts: ``{pattern: "ncs:time" | "nsc:space" | Layout}`` overriding the inferred layout.
+        thresholds: activation-rate thresholds (fraction of values > t per channel).
+        backend: force a kernel backend (``"torch"``, ``"native"``, ``"triton"``).
+        reference: a :class:`ProbeResult` of a profiling pass whose neuron ranges enable KMNC, NBC
+            and SNAC coverage.
+        **options: passed to every accumulator (``coverage_thresholds``, ``top_k``,
+            ``kmnc_sections``, ``bins`` …).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: str | Sequence[str] | None = "*",
+        stats: Sequence[str] = DEFAULT_STATS,
+        *,
+        types: Sequence[type | str] = (),
+        exclude: str | Sequence[str] | None = (),
+        layouts: Mapping[str, str | Layout] | None = None,
+        thresholds: Sequence[float] = (0.0,),
+        backend: str | None = None,
+        reference: ProbeResult | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"Probe needs a torch.nn.Module, got {type(model).__name__}")
+        for name in stats:
+            _stats.ACCUMULATORS.get(name)  # unknown names fail here, before any hook exists
+        self.model = model
+        self.stats = tuple(stats)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.backend = backend
+        self.options = options
+        self.reference = reference
+        self._layouts = {p: (Layout.parse(v) if isinstance(v, str) else v) for p, v in (layouts or {}).items()}
+        self._modules = select_modules(model, layers, types, exclude)
+        self._layers: dict[str, _Layer] = {}
+        self._handles: list[Any] = []
+        self._running: list[str] = []
+        self._last_layout: dict[tuple[int, ...], Layout] = {}
+        self.batches = 0
+
+    # -- hooks -------------------------------------------------------------------------------
+    def __enter__(self) -> Probe:
+        self.attach()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.detach()
+        if exc is not None and self.failed_layer and hasattr(exc, "add_note"):
+            exc.add_note(f"layerscope: the forward pass failed in layer {self.failed_layer!r}")
+
+    def attach(self) -> None:
+        if self._handles:
+            return
+        try:
+            self._handles.append(self.model.register_forward_pre_hook(self._on_model_start))
+            for name, module in self.model.named_modules():
+                self._handles.append(module.register_forward_pre_hook(self._make_enter(name or "<model>")))
+                self._handles.append(module.register_forward_hook(self._on_module_exit))
+            for name, module in self._modules:
+                self._handles.append(module.register_forward_hook(self._make_hook(name)))
+        except BaseException:
+            self.detach()
+            raise
+
+    def detach(self) -> None:
+        handles, self._handles = self._handles, []
+        for h in handles:
+            h.remove()
+
+    @property
+    def failed_layer(self) -> str | None:
+        """The innermost module that was running when a forward pass raised (None if none did)."""
+        return self._running[-1] if self._running else None
+
+    def _on_model_start(self, module: nn.Module, args: Any) -> None:
+        self._running.clear()
+        self.batches += 1
+
+    def _make_enter(self, name: str):
+        def enter(module: nn.Module, args: Any) -> None:
+            self._running.append(name)
+
+        return enter
+
+    def _on_module_exit(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self._running:
+            self._running.pop()
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            inputs = args if isinstance(args, tuple) else (args,)
+            for suffix, tensor in iter_float_tensors(output):
+                if any(tensor is a for a in inputs):  # identity / eval-mode dropout: not a new tensor
+                    continue
+                self._observe(name + suffix, module, tensor)
+
+        return hook
+
+    def _observe(self, name: str, module: nn.Module, tensor: torch.Tensor) -> None:
+        layer = self._layers.get(name) or self._new_layer(name, module, tensor)
+        view = make_view(tensor.detach(), layer.layout)
+        with torch.no_grad():
+            reduced = channel_reduce(view, layer.thresholds, self.backend)
+            for acc in layer.accumulators.values():
+                acc.update(view, reduced)
+        layer.calls += 1
+        layer.samples += view.num_samples
+        layer.shape = tuple(tensor.shape[1:])
+        self._last_layout[tuple(tensor.shape)] = layer.layout
+
+    def _new_layer(self, name: str, module: nn.Module, tensor: torch.Tensor) -> _Layer:
+        layout = self._override(name) or infer_layout(module, tensor, self._last_layout.get(tuple(tensor.shape)))
+        bounds = output_bounds(module)
+        thresholds = self.thresholds + (saturation_thresholds(bounds) if bounds else ())
+        accumulators = {}
+        for stat in self.stats:
+            options = dict(self.options, thresholds=thresholds, **self._reference_options(name, stat))
+            accumulators[stat] = _stats.ACCUMULATORS.get(stat)(**options)
+        backend, _ = select_backend(tensor.device, tensor.dtype, self.backend)
+        layer = _Layer(name, type(module).__name__, layout, thresholds, bounds, accumulators,
+                       backend=backend.name, order=len(self._layers))
+        self._layers[name] = layer
+        return layer
+
+    def _override(self, name: str) -> Layout | None:
+        for pattern, layout in self._layouts.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return layout
+        return None
+
+    def _reference_options(self, name: str, stat: str) -> dict[str, Any]:
+        if self.reference is None or stat != "coverage":
+            return {}
+        layer = self.reference.layers.get(name)
+        cov = (layer.stats.get("coverage") if layer else None) or {}
+        if "neuron_low" not in cov:
+            return {}
+        return {"ranges": (torch.tensor(cov["neuron_low"]), torch.tensor(cov["neuron_high"]))}
+
+    # -- results -----------------------------------------------------------------------------
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self._layers)
+
+    def result(self, *, partial: bool = False, config: dict[str, Any] | None = None) -> ProbeResult:
+        """Run every analysis over the accumulated state (the model is not needed any more)."""
+        layers = {}
+        for layer in self._layers.values():
+            meta = self._meta(layer)
+            stats = {
+                stat: _analysis.LAYER_ANALYSES.get(stat)(acc, meta)
+                for stat, acc in layer.accumulators.items()
+                if stat in _analysis.LAYER_ANALYSES
+            }
+            layers[layer.name] = LayerResult(meta=meta, stats=stats)
+        model_level = {name: fn(layers) for name, fn in _analysis.model_analyses()}
+        cfg = {"layers_selected": [n for n, _ in self._modules], "stats": list(self.stats),
+               "thresholds": list(self.thresholds), "batches": self.batches, **(config or {})}
+        return ProbeResult(config=cfg, layers=layers, model=model_level, partial=partial)
+
+    def _meta(self, layer: _Layer) -> dict[str, Any]:
+        return {
+            "name": layer.name,
+            "module_type": layer.module_type,
+            "shape": list(layer.shape),
+            "channels_last": layer.layout.channel_dim == -1,
+            "axis": layer.layout.axis.value,
+            "calls": layer.calls,
+            "samples": layer.samples,
+            "order": layer.order,
+            "backend": layer.backend,
+            "thresholds": list(self.thresholds),
+            "saturation_thresholds": list(layer.thresholds[len(self.thresholds):]),
+            "bounds": list(layer.bounds) if layer.bounds else None,
+        }
+
+    # -- state (for merging runs and ranks) ------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {name: {stat: acc.state_dict() for stat, acc in layer.accumulators.items()}
+                for name, layer in self._layers.items()}

@@ -1,0 +1,104 @@
+"""``layerscope analyze``: stream data through a model and report every layer's statistics."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .._errors import ConfigError
+
+EXAMPLES = """examples:
+  layerscope analyze                                   # the built-in demo (digits CNN)
+  layerscope analyze --model net.py:build_model --data val.npz --batch-size 64 --batches 100 \\
+                     --layers "conv*,fc*" --out run1/ --device cpu
+"""
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("analyze", parents=[common], help="per-layer statistics of a model on data",
+                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="FILE.py:FACTORY, or a built-in model name (default: the digits demo)")
+    p.add_argument("--data", help="inputs as .npz (arrays 'x' and optional 'y') or .pt (tensor or (x, y))")
+    p.add_argument("--reference-data", help="a profiling pass over this data first enables KMNC/NBC/SNAC coverage")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batches", type=int, default=None, help="stop after this many batches (default: all)")
+    p.add_argument("--layers", default="*", help="comma-separated globs / re:REGEX / exact names (default: all leaves)")
+    p.add_argument("--exclude", default="", help="patterns of layers to leave out")
+    p.add_argument("--stats", default="moments,coverage,histogram", help="statistics to gather")
+    p.add_argument("--thresholds", default="0", help="activation-rate thresholds, comma-separated")
+    p.add_argument("--out", default="report", help="output directory (default: ./report)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 … (default: cpu)")
+    p.add_argument("--backend", default=None, help="force a kernel backend: torch, native, triton")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+
+
+def _demo_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
+    from ..zoo.digits import digits_data, trained_digits_cnn
+
+    model = trained_digits_cnn()
+    x_train, _, x_test, y_test = digits_data()
+    return model, (x_test, y_test), x_train, {"model": "digits-cnn (built-in demo)", "data": "sklearn digits, test split"}
+
+
+def _user_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
+    from .._data import load_arrays
+    from .._loading import load_model_factory
+
+    if not args.data:
+        raise ConfigError("--data is required with --model (a .npz or .pt file of inputs)")
+    model = load_model_factory(args.model)
+    data = load_arrays(args.data)
+    reference = load_arrays(args.reference_data)[0] if args.reference_data else None
+    return model, data, reference, {"model": args.model, "data": str(args.data),
+                                    "reference_data": args.reference_data}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .._analyze import analyze
+    from ..report.terminal import print_summary
+
+    if args.batches is not None and args.batches < 1:
+        raise ConfigError(f"--batches must be at least 1 (got {args.batches}); omit it to use all the data")
+    torch.manual_seed(args.seed)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # files and pipes get the whole table
+    model, data, reference, described = (_user_inputs if args.model else _demo_inputs)(args)
+    n = data[0].shape[0]
+    total = -(-n // args.batch_size) if args.batch_size > 0 else 0
+    total = min(total, args.batches) if args.batches else total
+    config = {**described, "layers": args.layers, "seed": args.seed, "command": " ".join(sys.argv[1:])}
+    show = not args.no_progress and console.is_terminal
+    with Progress(TextColumn("analyze"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=not show, transient=True) as bar:
+        task = bar.add_task("batches", total=total)
+        result = analyze(
+            model, data, batch_size=args.batch_size, batches=args.batches, layers=args.layers,
+            exclude=args.exclude or (), stats=[s.strip() for s in args.stats.split(",") if s.strip()],
+            thresholds=_floats(args.thresholds, "--thresholds"), reference_data=reference,
+            device=args.device, backend=args.backend, config=config,
+            progress=lambda k: bar.advance(task, k),
+        )
+    print_summary(result, console)
+    paths = result.save(Path(args.out))
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+    if result.partial:
+        console.print("[yellow]interrupted: the report is partial[/]")
+        return 130
+    return 0

@@ -1,0 +1,159 @@
+"""The Probe end to end: capture of every output kind, statistics vs a brute-force NumPy reference."""
+
+import gc
+import weakref
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from layerscope import LayerSelectionError
+from layerscope._probe import Probe
+
+
+class ModelOutput(OrderedDict):
+    """HF-style output object: a mapping whose fields are also attributes."""
+
+    def __getattr__(self, key):
+        return self[key]
+
+
+class TupleDictModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        out, (h, c) = self.lstm(x)  # LSTM returns a tuple: (out, (h, c))
+        return ModelOutput(hidden=out, logits=self.head(out), ids=torch.zeros(2, dtype=torch.long))
+
+
+class Wrapper(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = TupleDictModel()
+
+    def forward(self, x):
+        return self.enc(x)
+
+
+def test_tuple_dict_and_model_output_are_captured_and_named():
+    model = Wrapper()
+    with Probe(model, layers=["enc.lstm", "enc"], stats=("moments",)) as probe:
+        model(torch.randn(2, 5, 4))
+    names = set(probe.layer_names)
+    assert {"enc.lstm[0]", "enc.lstm[1][0]", "enc.lstm[1][1]", 'enc["hidden"]', 'enc["logits"]'} <= names
+    assert not any("ids" in n for n in names)  # integer tensors are skipped
+
+
+def test_shared_module_accumulates_every_call():
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Linear(3, 4), relu, nn.Linear(4, 4), relu)
+    with Probe(model, stats=("moments",)) as probe:
+        model(torch.randn(5, 3))
+    res = probe.result()
+    # nn.Sequential registers the shared ReLU once (name "1"); it saw two calls of 5 samples
+    assert res.layers["1"].meta["calls"] == 2 and res.layers["1"].meta["samples"] == 10
+
+
+def _brute_force(model, layer, batches):
+    seen = []
+    h = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: seen.append(o.detach().double()))
+    for x in batches:
+        model(x)
+    h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_moments_match_a_numpy_reference_over_many_batches(channels_last):
+    torch.manual_seed(1)
+    if channels_last:  # transformer-style [B, T, C]
+        model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
+        batches = [torch.randn(3, 7, 8) for _ in range(4)]
+        layer, to_rows = "1", lambda a: a.reshape(-1, a.shape[-1])
+    else:
+        model = nn.Sequential(nn.Conv2d(2, 6, 3), nn.ReLU(), nn.Conv2d(6, 5, 3))
+        batches = [torch.randn(4, 2, 9, 9) for _ in range(4)]
+        layer, to_rows = "1", lambda a: np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
+    with Probe(model, stats=("moments",), thresholds=(0.0, 0.3)) as probe:
+        for x in batches:
+            model(x)
+    got = probe.result().layers[layer].stats["moments"]
+    rows = np.concatenate([to_rows(t.numpy()) for t in _brute_force(model, layer, batches)])  # [n, C]
+    pc = got["per_channel"]
+    np.testing.assert_allclose(pc["mean"], rows.mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(pc["std"], rows.std(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(pc["min"], rows.min(0), rtol=1e-6)
+    np.testing.assert_allclose(pc["max"], rows.max(0), rtol=1e-6)
+    np.testing.assert_allclose(pc["activation_rate"][1], (rows > 0.3).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(pc["zero_fraction"], (rows == 0).mean(0), rtol=1e-12)
+    assert got["count"] == rows.size
+    np.testing.assert_allclose(got["std"], rows.std(), rtol=1e-5)
+
+
+def test_hooks_are_removed_after_an_exception_and_the_failing_layer_is_named():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 2))
+    with pytest.raises(RuntimeError) as info, Probe(model, stats=("moments",)) as probe:
+        model(torch.randn(3, 4))
+    assert probe.failed_layer == "2"
+    assert any("layer '2'" in note for note in getattr(info.value, "__notes__", []))
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_no_activation_survives_the_hook():
+    refs = []
+
+    class Keep(nn.Module):
+        def forward(self, x):
+            y = x * 2
+            refs.append(weakref.ref(y))
+            return y
+
+    model = nn.Sequential(nn.Linear(4, 64), Keep(), nn.ReLU())
+    with Probe(model, stats=("moments",)):
+        for _ in range(3):
+            model(torch.randn(32, 4))
+    gc.collect()
+    assert refs and all(r() is None for r in refs)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "train"])
+def test_works_in_every_autograd_mode(mode):
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    ctx = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode)
+    with Probe(model, stats=("moments",)) as probe:
+        if ctx:
+            with ctx():
+                model(torch.randn(6, 4))
+        else:
+            model(torch.randn(6, 4)).sum().backward()  # the probe must not break the graph
+            assert model[0].weight.grad is not None
+    assert probe.result().layers["1"].meta["samples"] == 6
+
+
+def test_identity_outputs_are_not_counted_as_new_tensors():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Identity(), nn.Dropout(0.5).eval())
+    with Probe(model, stats=("moments",)) as probe:
+        model(torch.randn(2, 3))
+    assert probe.layer_names == ["0"]
+
+
+def test_unknown_layer_pattern_and_statistic_are_clear_errors():
+    model = nn.Sequential(nn.Linear(3, 3))
+    with pytest.raises(LayerSelectionError, match="Available layers: 0 \\(Linear\\)"):
+        Probe(model, layers="conv*")
+    with pytest.raises(ValueError, match="unknown statistic 'momentz'"):
+        Probe(model, stats=("momentz",))
+
+
+def test_layout_override():
+    model = nn.Sequential(nn.Conv1d(3, 4, 1))
+    with Probe(model, stats=("moments",), layouts={"0": "nsc:time"}) as probe:
+        model(torch.randn(2, 3, 5))
+    meta = probe.result().layers["0"].meta
+    assert meta["channels_last"] and len(probe.result().layers["0"].stats["moments"]["per_channel"]["mean"]) == 5
