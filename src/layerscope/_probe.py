@@ -48,6 +48,10 @@ class _Layer:
     order: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def grad_accumulators(self) -> list[Any]:
+        return [a for a in self.accumulators.values() if getattr(a, "needs_grad", False)]
+
 
 class Probe:
     """Stream statistics of the selected layers of ``model`` while the caller runs forward passes.
@@ -165,18 +169,34 @@ class Probe:
             reduced = channel_reduce(view, layer.thresholds, self.backend)
             for acc in layer.accumulators.values():
                 acc.update(view, reduced)
+        if tensor.requires_grad and layer.grad_accumulators:
+            # Gradient statistics (e.g. Taylor impact a·∂L/∂a) need this batch's activation when its
+            # gradient arrives; the tensor hook holds it only until then (one batch, one backward).
+            tensor.register_hook(self._make_grad_hook(layer, view))
         layer.calls += 1
         layer.samples += view.num_samples
         layer.shape = tuple(tensor.shape[1:])
         self._last_layout[tuple(tensor.shape)] = layer.layout
+
+    @staticmethod
+    def _make_grad_hook(layer: _Layer, view: Any):
+        def on_grad(grad: torch.Tensor) -> None:
+            grad_view = make_view(grad.detach(), layer.layout)
+            with torch.no_grad():
+                for acc in layer.grad_accumulators:
+                    acc.update_grad(view, grad_view)
+
+        return on_grad
 
     def _new_layer(self, name: str, module: nn.Module, tensor: torch.Tensor) -> _Layer:
         layout = self._override(name) or infer_layout(module, tensor, self._last_layout.get(tuple(tensor.shape)))
         bounds = output_bounds(module)
         thresholds = self.thresholds + (saturation_thresholds(bounds) if bounds else ())
         accumulators = {}
+        weight = getattr(module, "weight", None)
+        weight = weight.detach() if isinstance(weight, torch.Tensor) and weight.dim() >= 2 else None
         for stat in self.stats:
-            options = dict(self.options, thresholds=thresholds, **self._reference_options(name, stat))
+            options = dict(self.options, thresholds=thresholds, weight=weight, **self._reference_options(name, stat))
             accumulators[stat] = _stats.ACCUMULATORS.get(stat)(**options)
         backend, _ = select_backend(tensor.device, tensor.dtype, self.backend)
         layer = _Layer(name, type(module).__name__, layout, thresholds, bounds, accumulators,

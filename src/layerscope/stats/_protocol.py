@@ -30,6 +30,17 @@ class Accumulator(Protocol):
     def from_state_dict(cls, state: dict[str, Any]) -> Self: ...
 
 
+class GradAccumulator(Accumulator, Protocol):
+    """An accumulator of gradient statistics: ``needs_grad = True`` makes the Probe call
+    ``update_grad(view, grad_view)`` when the activation's gradient arrives in a backward pass."""
+
+    needs_grad: bool
+
+    def update_grad(self, view: LayoutView, grad: LayoutView) -> None: ...
+
+
 # name → accumulator class; the class is built as ``cls(**options)`` where options are keyword
 # arguments that the Probe passes through (thresholds, bins, ranges …), each class taking what it needs.
+# The Probe also passes ``weight``: the layer's weight tensor (dim ≥ 2, detached) or None, for
+# statistics of connection strengths; an accumulator reduces it at once and keeps no reference.
 ACCUMULATORS: Registry[type] = Registry("statistic")
