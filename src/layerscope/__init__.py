@@ -3,6 +3,7 @@ and act on what you see."""
 
 from __future__ import annotations
 
+from ._analyze import analyze
 from ._errors import (
     ConfigError,
     DataError,
@@ -11,11 +12,17 @@ from ._errors import (
     MissingDependencyError,
     ModelError,
 )
+from ._probe import Probe
+from .report import LayerResult, ProbeResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "LayerResult",
+    "Probe",
+    "ProbeResult",
+    "analyze",
     "DataError",
     "LayerSelectionError",
     "LayerscopeError",

@@ -1,0 +1,107 @@
+"""Probe overhead and memory on a ResNet-18 (CIFAR stem), batch 64, 2 CPU threads.
+
+Compares, in one run and on the same machine:
+  plain   — inference alone;
+  probe   — layerscope.Probe with every statistic of the probe issue on every layer;
+  naive   — the pattern the probe replaces: keep every activation, reduce at the end.
+Each mode runs in its own process so that peak RSS figures do not mix. Prints per-batch time
+ratios and peak RSS after 10 and after N batches. Not a test: numbers, not assertions.
+
+    python benchmarks/bench_probe.py                 # 100 batches (naive: 10, it grows without bound)
+    python benchmarks/bench_probe.py --batches 30 --backend torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def worker(mode: str, batches: int, batch_size: int, threads: int, backend: str | None) -> dict:
+    import torch
+
+    from layerscope._probe import Probe
+    from layerscope.zoo import build
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build("resnet18-cifar").eval()
+    x = torch.randn(batch_size, 3, 32, 32)
+    kept: list = []
+    hooks = []
+    if mode == "naive":
+        leaves = [m for m in model.modules() if next(m.children(), None) is None]
+        hooks = [m.register_forward_hook(lambda m, i, o: kept.append(o.detach().clone())) for m in leaves]
+    probe = Probe(model, stats=("moments", "coverage", "histogram"), backend=backend) if mode == "probe" else None
+    times, rss = [], {}
+    with torch.inference_mode():
+        model(x)  # warm-up (not timed, not counted)
+        if probe:
+            probe.attach()
+        for i in range(batches):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+            if i + 1 in (10, batches):
+                rss[i + 1] = peak_rss_mib()
+        if mode == "naive":  # the deferred reduction the naive pattern has to do at the end
+            t0 = time.perf_counter()
+            for t in kept:
+                torch.var_mean(t, dim=0)
+            times.append(time.perf_counter() - t0)
+        if probe:
+            probe.detach()
+            probe.result()
+    for h in hooks:
+        h.remove()
+    return {"mode": mode, "seconds": sum(times), "batches": batches, "rss": rss}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", type=int, default=100)
+    ap.add_argument("--naive-batches", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backend", default=None, help="force a kernel backend (torch, native)")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        n = args.naive_batches if args.worker == "naive" else args.batches
+        print(json.dumps(worker(args.worker, n, args.batch_size, args.threads, args.backend)))
+        return
+    results = {}
+    for mode in ("plain", "probe", "naive", "plain"):  # plain twice: drift shows as a difference
+        cmd = [sys.executable, __file__, "--worker", mode, "--batches", str(args.batches),
+               "--naive-batches", str(args.naive_batches), "--batch-size", str(args.batch_size),
+               "--threads", str(args.threads)] + (["--backend", args.backend] if args.backend else [])
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        results.setdefault(mode, []).append(out)
+    plain = min(r["seconds"] / r["batches"] for r in results["plain"])
+    print(f"ResNet-18 (CIFAR stem), batch {args.batch_size}, {args.threads} threads, backend {args.backend or 'auto'}")
+    print(f"{'mode':<8}{'s/batch':>10}{'× plain':>10}{'RSS@10 MiB':>13}{'RSS@N MiB':>12}{'N':>6}")
+    for mode in ("plain", "probe", "naive"):
+        r = min(results[mode], key=lambda r: r["seconds"])
+        per = r["seconds"] / r["batches"]
+        rss10, rss_n = r["rss"].get("10", float("nan")), r["rss"][str(r["batches"])]
+        print(f"{mode:<8}{per:>10.4f}{per / plain:>10.2f}{rss10:>13.0f}{rss_n:>12.0f}{r['batches']:>6}")
+    probe = results["probe"][0]["rss"]
+    growth = (probe[str(args.batches)] - probe["10"]) / probe["10"] if "10" in probe else float("nan")
+    naive = results["naive"][0]["rss"]
+    print(f"probe peak RSS after {args.batches} batches vs after 10: {growth:+.1%}")
+    print(f"naive: {(naive[str(args.naive_batches)] - results['plain'][0]['rss']['10']) / args.naive_batches:.0f} MiB "
+          "kept per batch (grows without bound)")
+    drift = abs(results["plain"][0]["seconds"] - results["plain"][1]["seconds"]) / results["plain"][0]["seconds"]
+    print(f"plain-run drift between first and last run: {drift:.1%}")
+
+
+if __name__ == "__main__":
+    main()
