@@ -55,12 +55,12 @@ def _demo_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any
 
 
 def _user_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
-    from .._data import load_arrays
-    from .._loading import load_model_factory
-
     if not args.data:
         raise ConfigError("--data is required with --model (a .npz or .pt file of inputs)")
-    model = load_model_factory(args.model)
+    from .._data import load_arrays
+    from .._loading import load_model
+
+    _, model = load_model(args.model)
     data = load_arrays(args.data)
     reference = load_arrays(args.reference_data)[0] if args.reference_data else None
     return model, data, reference, {"model": args.model, "data": str(args.data),
