@@ -217,7 +217,7 @@ class Probe:
         cov = (layer.stats.get("coverage") if layer else None) or {}
         if "neuron_low" not in cov:
             return {}
-        return {"ranges": (torch.tensor(cov["neuron_low"]), torch.tensor(cov["neuron_high"]))}
+        return {"ranges": (cov["neuron_low"], cov["neuron_high"])}  # lists; None where never observed
 
     # -- results -----------------------------------------------------------------------------
     @property

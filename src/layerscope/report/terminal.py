@@ -29,7 +29,7 @@ def _coverage_cell(cov: dict[str, Any] | None) -> str:
         return "—"
     nc = cov.get("nc") or {}
     key = "0.5" if "0.5" in nc else next(iter(nc), None)
-    return _pct(nc[key]) if key is not None else "—"
+    return _pct((nc[key] or {}).get("fraction")) if key is not None else "—"
 
 
 def _row(name: str, layer: Any, health: dict[str, Any]) -> list[str]:

@@ -1,0 +1,219 @@
+"""A per-layer histogram with a fixed number of bins whose range adapts to the data, merged exactly.
+
+``torch.ao.quantization.HistogramObserver`` widens its range by interpolating old counts onto new
+bins, which makes the result depend on the order of the batches. Here the grid is *canonical*:
+
+- bins have width ``w = 2**e`` and edges at integer multiples of ``w``; bin ``j`` (absolute index)
+  holds ``[j·w, (j+1)·w)``, so a value's bin is ``floor(x / 2**e)`` — exact in float64;
+- ``e`` is the smallest exponent ≥ ``floor_exponent(max|x|)`` for which the data's lowest and highest
+  bins are fewer than ``B`` apart, and the window starts at the lowest occupied bin
+  ``j0 = floor(min(x) / w)``: both are functions of the data set, not of how it was split;
+- doubling ``w`` maps bin ``j`` to ``j >> 1`` (``floor(floor(x/w)/2) = floor(x/2w)``), so old counts
+  move to the coarser grid by summing aligned pairs (``j >> d`` for d doublings) without loss.
+
+Hence ``update`` over any batching and ``merge`` over any split give the same (e, j0, counts) as one
+pass. ``floor_exponent(m)`` is twice float64's spacing at m (``2·ulp(m)``, at least ``2**-1022``):
+finer bins could not separate float64 values near m, and it keeps ``|x| / w < 2**52`` so that bin
+indices and edges (``(j0 + i)·w``) are exact float64 numbers. Non-finite values are not binned (the
+moments accumulator counts them).
+
+Counting goes through ``layerscope.kernels.histogram`` (native / Triton / torch), whose float64 edges
+``lo + i·((hi − lo)/bins)`` are exactly ``(j0 + i)·w`` here because ``hi − lo = bins·w`` is exact.
+Where the window reaches past the float64 range (``hi − lo`` not finite: data spanning ~1e308) a
+local exact path bins by ``floor(x / 2**e)`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from typing_extensions import Self
+
+from .. import kernels
+from ..capture.layout import LayoutView
+from ..kernels import ChannelStats
+from ._protocol import ACCUMULATORS
+
+DEFAULT_BINS = 64
+MIN_BINS = 4  # 0 is always an edge (bins align at multiples of w); [−2w, 2w) at w = 2**1023 holds any float64
+MIN_EXPONENT = -1022  # 2**e and 2**-e are float64 numbers for every exponent in [−1022, 1023]
+MAX_EXPONENT = 1023
+
+
+def floor_exponent(magnitude: float) -> int:
+    """Exponent of twice float64's spacing at ``magnitude`` (the finest bin width used), ≥ MIN_EXPONENT."""
+    if magnitude == 0.0:
+        return MIN_EXPONENT
+    return max(math.frexp(magnitude)[1] - 52, MIN_EXPONENT)  # m < 2**k → ulp(m) ≤ 2**(k−53)
+
+
+def bin_index(x: float, e: int) -> int:
+    """Absolute bin ``floor(x / 2**e)``, exact (a negative value whose quotient underflows is in −1)."""
+    j = math.floor(math.ldexp(x, -e))
+    return -1 if j == 0 and x < 0 else j
+
+
+def canonical_exponent(lo: float, hi: float, bins: int, at_least: int = MIN_EXPONENT) -> int:
+    """Smallest ``e ≥ max(at_least, floor_exponent(max(|lo|, |hi|)))`` with ``hi``'s bin − ``lo``'s < bins."""
+    e = max(at_least, floor_exponent(max(abs(lo), abs(hi))))
+    half_span = hi / 2 - lo / 2  # halves: no overflow for spans near the float64 limit
+    if half_span > 0:
+        # span ≳ 2**k (up to rounding): bins·2**e ≤ span means the end bins are ≥ bins apart, so
+        # no e ≤ k − ceil(log2 bins) − 1 fits; bit_length(bins) = ceil(log2(bins + 1)) is one safe start.
+        k = math.frexp(half_span)[1]  # half_span ∈ [2**(k−1), 2**k)
+        e = max(e, k - bins.bit_length())
+    while bin_index(hi, e) - bin_index(lo, e) >= bins:
+        e += 1
+        if e > MAX_EXPONENT:  # unreachable for finite lo, hi and bins ≥ MIN_BINS
+            raise ValueError(f"histogram cannot hold [{lo}, {hi}] in {bins} bins")
+    return e
+
+
+def bin_values(x: torch.Tensor, e: int, j0: int, bins: int) -> torch.Tensor:
+    """Counts of the finite values of ``x`` in bins ``j0 … j0+bins−1`` of width ``2**e`` (int64 [bins]).
+
+    Every finite value must lie in the window (the caller coarsens first).
+    """
+    lo, hi = _edge(j0, e), _edge(j0 + bins, e)
+    if hasattr(kernels, "histogram") and math.isfinite(hi - lo):  # fused kernel, exact edges (see top)
+        return kernels.histogram(x, bins, lo, hi).to(torch.int64)
+    return _bin_values_torch(x, e, j0, bins)
+
+
+def _edge(j: int, e: int) -> float:
+    """``j · 2**e`` (±inf past the float64 range, where ``math.ldexp`` would raise)."""
+    return float(j) * math.ldexp(1.0, e)
+
+
+def _bin_values_torch(x: torch.Tensor, e: int, j0: int, bins: int) -> torch.Tensor:
+    x = x.reshape(-1).to(torch.float64)
+    j = torch.floor(x * math.ldexp(1.0, -e))  # exact: a power-of-two scaling, no overflow by construction
+    j = torch.where((j == 0) & (x < 0), -1.0, j)  # a negative value that underflowed to −0
+    rel = torch.where(torch.isfinite(x), j - float(j0), float(bins))  # [M]; bins = the discard slot
+    return torch.bincount(rel.to(torch.int64), minlength=bins + 1)[:bins]
+
+
+def rebin(counts: torch.Tensor, e: int, j0: int, new_e: int, new_j0: int) -> torch.Tensor:
+    """Move counts of grid (e, j0) onto the coarser grid (new_e ≥ e, new_j0): bin j → j >> (new_e − e)."""
+    bins = counts.shape[0]
+    absolute = torch.arange(bins, dtype=torch.int64, device=counts.device) + j0
+    # Arithmetic shift floors negatives too; |j| < 2**54, so any shift ≥ 62 gives the same 0 / −1.
+    target = (absolute >> min(new_e - e, 62)) - new_j0  # [bins]
+    occupied = counts > 0
+    target = torch.where(occupied, target, 0)  # empty bins may fall outside the new window
+    return torch.zeros_like(counts).scatter_add_(0, target, torch.where(occupied, counts, 0))
+
+
+@ACCUMULATORS.register("histogram")
+class AdaptiveHistogram:
+    """Histogram of every finite value of a layer: ``bins`` bins of width ``2**exponent``.
+
+    State: ``counts`` int64 [bins] on the activation's device, ``exponent`` and ``min``/``max`` (the
+    extreme finite values seen; the window starts at ``min``'s bin) as Python numbers.
+    """
+
+    def __init__(self, bins: int = DEFAULT_BINS, **_: Any) -> None:
+        if int(bins) < MIN_BINS:
+            raise ValueError(f"histogram bins must be ≥ {MIN_BINS} (0 is always a bin edge), got {bins}")
+        self.bins = int(bins)
+        self.exponent: int | None = None  # None until a finite value has been seen
+        self.min = math.inf
+        self.max = -math.inf
+        self.counts: torch.Tensor | None = None
+
+    # -- grid ------------------------------------------------------------------------------------
+    @property
+    def offset(self) -> int:
+        """Absolute index ``j0`` of the first bin."""
+        return bin_index(self.min, self.exponent)
+
+    @property
+    def width(self) -> float:
+        return math.ldexp(1.0, self.exponent)
+
+    @property
+    def edges(self) -> torch.Tensor:
+        """``[bins + 1]`` float64 bin edges ``(j0 + i)·2**e`` (empty before any finite value)."""
+        if self.exponent is None:
+            return torch.zeros(0, dtype=torch.float64)
+        idx = torch.arange(self.bins + 1, dtype=torch.float64) + float(self.offset)
+        return idx * self.width  # exact: integers < 2**54 times a power of two
+
+    @property
+    def total(self) -> int:
+        return 0 if self.counts is None else int(self.counts.sum())
+
+    def _grow(self, lo: float, hi: float, device: torch.device) -> None:
+        """Extend the grid to cover [lo, hi] (finite), coarsening the existing counts as needed."""
+        new_min, new_max = min(self.min, lo), max(self.max, hi)
+        at_least = MIN_EXPONENT if self.exponent is None else self.exponent
+        new_e = canonical_exponent(new_min, new_max, self.bins, at_least)
+        new_j0 = bin_index(new_min, new_e)
+        if self.counts is None:
+            self.counts = torch.zeros(self.bins, dtype=torch.int64, device=device)
+        elif (new_e, new_j0) != (self.exponent, self.offset):
+            self.counts = rebin(self.counts, self.exponent, self.offset, new_e, new_j0)
+        self.exponent, self.min, self.max = new_e, new_min, new_max
+
+    # -- streaming -------------------------------------------------------------------------------
+    def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        # The fused reduction already holds the finite extremes of each channel: one sync, no extra pass.
+        if reduced.min.numel() == 0:
+            return
+        lo, hi = float(reduced.min.min()), float(reduced.max.max())
+        if not lo <= hi:  # no finite value in this batch
+            return
+        self._grow(lo, hi, view.data.device)
+        self.counts += bin_values(view.data, self.exponent, self.offset, self.bins).to(self.counts.device)
+
+    def merge(self, other: Self) -> None:
+        if other.bins != self.bins:
+            raise ValueError(f"cannot merge a histogram of {other.bins} bins into one of {self.bins}")
+        if other.counts is None:
+            return
+        self._grow(other.min, other.max, other.counts.device)
+        moved = rebin(other.counts.to(self.counts.device), other.exponent, other.offset,
+                      self.exponent, self.offset)
+        self.counts += moved
+
+    # -- estimates -------------------------------------------------------------------------------
+    def quantile(self, q: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
+        """Quantiles from the histogram, linear within a bin, clamped to the observed [min, max].
+
+        For ``t = q·total`` the estimate lies in the bin holding the ``ceil(t)``-th smallest value
+        (numpy's ``method="inverted_cdf"``), so it is within one bin width of that order statistic.
+        NaN when the histogram is empty.
+        """
+        qs = torch.as_tensor(q, dtype=torch.float64).reshape(-1)
+        if ((qs < 0) | (qs > 1)).any():
+            raise ValueError(f"quantile levels must be in [0, 1], got {qs.tolist()}")
+        if self.total == 0:
+            return torch.full_like(qs, torch.nan).reshape(torch.as_tensor(q).shape)
+        counts = self.counts.cpu()
+        cum = counts.cumsum(0).to(torch.float64)  # [bins]
+        target = qs * self.total
+        i = torch.searchsorted(cum, target, side="left").clamp(max=self.bins - 1)
+        before = torch.where(i > 0, cum[(i - 1).clamp(min=0)], 0.0)
+        frac = (target - before) / counts[i].to(torch.float64).clamp(min=1)
+        est = self.edges[i] + frac * self.width
+        return est.clamp(self.min, self.max).reshape(torch.as_tensor(q).shape)
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"bins": self.bins}
+        if self.counts is not None:
+            state.update(exponent=self.exponent, min=self.min, max=self.max)
+            state["counts"] = self.counts.detach().cpu()
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Self:
+        acc = cls(bins=state["bins"])
+        if "counts" in state:
+            acc.exponent = int(state["exponent"])
+            acc.min, acc.max = float(state["min"]), float(state["max"])
+            acc.counts = torch.as_tensor(state["counts"]).to(torch.int64)
+        return acc
