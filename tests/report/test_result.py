@@ -47,3 +47,14 @@ def test_bad_reports_are_clear_errors(tmp_path):
 def test_save_leaves_no_temporary_files(tmp_path):
     _result().save(tmp_path, formats=("json",))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_written_files_are_readable_by_others_as_with_open(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        (path,) = _result().save(tmp_path, formats=("json",))
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -19,3 +19,5 @@ def write_json(result: ProbeResult, out_dir: Path) -> Path:
 
 
 __all__ = ["SCHEMA_VERSION", "SINKS", "LayerResult", "ProbeResult", "write_json"]
+
+from . import html as html  # noqa: E402  (registers the "html" sink)
