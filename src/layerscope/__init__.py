@@ -13,20 +13,25 @@ from ._errors import (
     ModelError,
 )
 from ._probe import Probe
+from .cost import Comparison, ModelProfile, compare, profile
 from .report import LayerResult, ProbeResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison",
     "ConfigError",
-    "LayerResult",
-    "Probe",
-    "ProbeResult",
-    "analyze",
     "DataError",
+    "LayerResult",
     "LayerSelectionError",
     "LayerscopeError",
     "MissingDependencyError",
     "ModelError",
+    "ModelProfile",
+    "Probe",
+    "ProbeResult",
     "__version__",
+    "analyze",
+    "compare",
+    "profile",
 ]

@@ -23,5 +23,4 @@ def names() -> list[str]:
 
 
 # Model files register themselves on import.
-from . import digits as digits  # noqa: E402,F401
-from . import resnet as resnet  # noqa: E402,F401
+from . import baselines, digits, resnet, sequence  # noqa: E402,F401
