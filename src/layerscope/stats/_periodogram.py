@@ -1,0 +1,117 @@
+"""Batched periodograms for the ``spectrum`` accumulator: Welch sums over time segments and ring sums
+of the 2-D periodogram of images. Pure functions of one batch; the definitions (and their sources)
+are in the docstring of :mod:`layerscope.stats.spectrum`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import scipy.fft
+import torch
+
+from ..kernels._torch import workspace
+
+RING_TOLERANCE = 1e-9
+SMALL_SCRATCH = 1 << 18  # elements: smaller scratch tensors are plain allocations
+
+
+def hann_window(length: int, dtype: torch.dtype = torch.float64, device: Any = None) -> torch.Tensor:
+    """The periodic Hann window of ``scipy.signal.get_window('hann', length)``."""
+    return torch.hann_window(length, periodic=True, dtype=dtype, device=device)
+
+
+def onesided_scale(length: int, fs: float) -> torch.Tensor:
+    """Per-bin factor turning Σ|X|²/segments into a one-sided density (``scipy.signal.welch``)."""
+    scale = torch.full((length // 2 + 1,), 2.0, dtype=torch.float64)
+    scale[0] = 1.0
+    if length % 2 == 0:
+        scale[-1] = 1.0
+    return scale / (fs * float(hann_window(length).square().sum()))
+
+
+def _scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A contiguous scratch tensor; large ones come from the kernels' per-thread workspace (reused
+    across calls: a fresh large allocation per batch costs page faults that dwarf the FFT)."""
+    if math.prod(shape) <= SMALL_SCRATCH:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return workspace(torch.empty((), dtype=dtype, device=device).expand(shape))
+
+
+def real_fft(x: torch.Tensor, dims: int, scratch: bool = False) -> torch.Tensor:
+    """``rfft`` (``dims=1``) or ``rfft2`` (``dims=2``) over the last axes; ``scratch``: ``x`` may be
+    overwritten.
+
+    On the CPU with more than one thread, torch's FFT (MKL) parallelises even the smallest
+    transforms, and when the cores are busy (data-loader workers, other processes) each call waits
+    milliseconds for its threads; there SciPy's single-threaded pocketfft (``workers=1``) is used, on
+    a shared-memory ``numpy()`` view.
+    """
+    axes = tuple(range(-dims, 0))
+    if x.device.type != "cpu" or torch.get_num_threads() == 1:
+        return torch.fft.rfftn(x, dim=axes)
+    return torch.from_numpy(scipy.fft.rfftn(x.numpy(), axes=axes, workers=1, overwrite_x=scratch))
+
+
+def welch_power_sum(x: torch.Tensor, length: int, window: torch.Tensor,
+                    channels_last: bool = False) -> tuple[torch.Tensor, int]:
+    """``Σ |rfft(w · (seg − mean(seg)))|²`` over all segments of all samples: ``[C, L//2+1]``.
+
+    ``x`` is ``[N, C, T]`` (or ``[N, T, C]`` when ``channels_last``); also returns the number of
+    segments per channel. One rfft over every segment of every channel; the sums are in ``x``'s
+    dtype (the caller adds them to float64 state).
+    """
+    hop = length - length // 2
+    if channels_last:
+        segs = x.unfold(1, length, hop)  # (N, T, C) -> (N, K, C, L), a view
+    else:
+        segs = x.unfold(2, length, hop).transpose(1, 2)  # (N, C, T) -> (N, C, K, L) -> (N, K, C, L)
+    n, k, c, _ = segs.shape
+    scratch = _scratch((n, k, c, length), x.dtype, x.device)
+    detrended = torch.sub(segs, segs.mean(dim=-1, keepdim=True), out=scratch)  # detrend='constant'
+    spec = real_fft(detrended.mul_(window), 1, scratch=True)  # (N, K, C, F) complex
+    power = torch.view_as_real(spec).square_().reshape(n * k, c, -1).sum(dim=0)  # (C, F·2): re², im²
+    return power.view(c, -1, 2).sum(dim=-1), n * k
+
+
+def radial_bins(shape: tuple[int, int], device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ring-membership matrix ``[H·(W//2+1)·2, J+1]`` for ``view_as_real(rfft2(·))`` powers, and the
+    ring sizes ``[J+1]``.
+
+    Entry (2p + i, j) (i: real/imaginary part of half-plane frequency p) is the multiplicity of p in
+    the full plane (1 for the columns that are their own mirror image — ``k_x = 0`` and, for even W,
+    ``k_x = W/2`` — else 2) when p lies in ring j, else 0. The DC frequency's rows are 0: removing
+    the mean zeroes it, so it is left out of the sums (and still counted in ring 0's size).
+    """
+    h, w = shape
+    delta = 1.0 / min(h, w)
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]  # (H, 1)
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None, :]  # (1, W//2+1)
+    # ring j = ⌊r/Δ + ½⌋; the tolerance puts a frequency exactly on a border in the outer ring whatever
+    # the rounding of r/Δ (a non-border r/Δ is farther than 1e-9 from a half-integer for any H, W ≤ 10⁴)
+    ring = torch.floor(torch.sqrt(fy * fy + fx * fx) / delta + 0.5 + RING_TOLERANCE).to(torch.int64).flatten()
+    mult = torch.full((w // 2 + 1,), 2.0, dtype=torch.float64)
+    mult[0] = 1.0
+    if w % 2 == 0:
+        mult[-1] = 1.0
+    mult = mult.expand(h, -1).flatten()
+    n_rings = min(h, w) // 2 + 1
+    inside = ring < n_rings
+    members = torch.zeros(ring.numel(), n_rings, dtype=torch.float64)
+    members[inside.nonzero().squeeze(1), ring[inside]] = mult[inside]
+    sizes = members.sum(dim=0)
+    members[0] = 0.0  # the DC frequency (p = 0)
+    return members.repeat_interleave(2, dim=0).to(device), sizes.to(device)
+
+
+def radial_power_sum(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Σ over samples of the ring sums of ``|FFT2(x − mean)|² / (H·W)``: ``[C, J+1]`` float64.
+
+    ``x`` is ``[N, C, H, W]``; ``bins`` comes from :func:`radial_bins` (which drops the DC term: the
+    mean only changes that one coefficient, so it needs no subtraction).
+    """
+    _, c, h, w = x.shape
+    spec = real_fft(x, 2)  # (N, C, H, W//2+1) complex
+    power = torch.view_as_real(spec).square_().sum(dim=0)  # (C, H, Wr, 2)
+    return (power.reshape(c, -1).to(torch.float64) @ bins) / (h * w)  # (C, J+1)

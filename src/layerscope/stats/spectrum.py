@@ -1,0 +1,351 @@
+"""Streaming power spectra per channel, with bounded state and exact merge.
+
+**Welch PSD** (views with ``axis == "time"``: ``[B, T, C]`` Linear/attention outputs, ``[B, C, L]``
+Conv1d) — the estimator of ``scipy.signal.welch`` with its defaults (Welch 1967, "The use of fast
+Fourier transform for the estimation of power spectra", IEEE Trans. Audio Electroacoust. 15(2)):
+
+- segment length ``L = min(nperseg, T₀)``, ``T₀`` the time length of the first batch (scipy clips
+  ``nperseg`` to the signal length the same way); hop ``L − L//2`` (``noverlap = L//2``); a tail
+  shorter than a segment is dropped (``boundary=None, padded=False``). A later batch shorter than
+  ``L`` is skipped and counted in ``skipped``. Time layouts of rank > 1 (``[N, C, A, T]``) use the
+  last position axis as time and fold the others into the samples.
+- per segment: subtract its mean (``detrend='constant'``), multiply by the periodic Hann window
+  ``w`` (``scipy.signal.get_window('hann', L)``), ``X = rfft(·)`` (``nfft = L``);
+- state: ``P[c, k] = Σ |X_k|²`` over every segment of every sample and ``segments[c]``;
+- PSD (one-sided density): ``S_k = s_k · P_k / (segments · fs · Σw²)`` with ``s_k = 2`` except at
+  DC and (even ``L``) Nyquist, at ``f_k = k · fs / L``.
+
+Sums merge exactly, and ``S`` equals the mean over samples of ``scipy.signal.welch(x, fs,
+nperseg=L)`` along the time axis.
+
+**Samples per batch** (option ``spectrum_samples``, default 8): the spectra are estimated from at
+most that many samples of each batch, evenly spaced (``x[::⌈N/8⌉]``, a view), so that their cost
+stays a fraction of the forward pass; every batch still contributes, and the estimator is Welch's
+over the samples used. ``spectrum_samples=None`` uses every sample (then ``S`` is the mean of
+``scipy.signal.welch`` over all of them). Counts, extremes and the stream spectrum use all samples.
+
+**Radial 2-D spectrum** (views with ``axis == "space"`` and ``spatial_shape == (H, W)``): per sample
+and channel the mean is removed and ``P(k_y, k_x) = |FFT2(x)|² / (H·W)`` (so ``Σ P / (H·W)`` is the
+spatial variance, Parseval). Radial frequency ``r = √(f_y² + f_x²)`` with ``f_y = k_y/H`` and
+``f_x = k_x/W`` (``numpy.fft.fftfreq``, cycles per pixel); ring width ``Δ = 1/min(H, W)``; a frequency
+belongs to ring ``j = ⌊r/Δ + ½⌋``, ``j = 0 … J``, ``J = min(H, W)//2``, so ring ``j`` is
+``[(j − ½)Δ, (j + ½)Δ)`` (a frequency on a border belongs to the outer ring); the corners with
+``r ≥ (J + ½)Δ`` (beyond the Nyquist radius of the shorter side) are left out. The radially
+averaged spectrum is ``S_j = R[c, j] / (n_j · samples)`` with ``R`` the sum of ``P`` over the ring
+and the samples, ``n_j`` the ring's size, at ``f_j = j·Δ·fs`` (``fs`` only scales the frequency axis).
+
+**Stream spectrum** (option ``stream_spectrum=True``, any view): each channel's per-batch mean is
+one time step; a ring buffer of the last ``stream_nperseg`` steps emits a Welch segment (same
+detrend, window and scaling) every hop, so the result equals ``scipy.signal.welch`` of the sequence of
+batch means. ``merge`` adds the other stream's finished segments (each rank's stream is its own time
+series) and keeps this accumulator's ring buffer.
+
+Besides the spectra the accumulator keeps, from the shared channel reduction and at no extra read,
+each channel's count, min, max and the counts above each threshold — what the operational-state
+rules need for ``dead`` (max == min) and ``saturated`` (values within 2 % of a bounded range).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from typing_extensions import Self
+
+from ..capture.layout import Axis, LayoutView
+from ..kernels import ChannelStats
+from ._periodogram import hann_window, onesided_scale, radial_bins, radial_power_sum, welch_power_sum
+from ._protocol import ACCUMULATORS
+
+DEFAULT_NPERSEG = 64
+DEFAULT_STREAM_NPERSEG = 32
+MIN_LENGTH = 8  # a time axis shorter than this, or an image side shorter than 4, gets no spectrum
+MIN_SIDE = 4
+DEFAULT_SAMPLES = 8  # samples per batch that enter the spectra (None: all); see the module docstring
+
+_TENSORS = ("power", "segments", "count", "min", "max", "above")
+_OPTIONS = ("nperseg", "fs", "stream_spectrum", "stream_nperseg", "spectrum_samples", "thresholds", "bands",
+            "spectrum_top_k", "slope_range", "state_rules")
+_MERGE_KEYS = ("kind", "length", "spatial_shape", "fs", "thresholds", "stream", "stream_nperseg",
+               "max_samples")
+_STREAM_TENSORS = ("stream_buffer", "stream_power")
+
+
+@ACCUMULATORS.register("spectrum")
+class ChannelSpectrum:
+    """Streaming per-channel power spectrum (Welch over time, radial over H×W, optional stream)."""
+
+    def __init__(
+        self,
+        nperseg: int = DEFAULT_NPERSEG,
+        fs: float = 1.0,
+        stream_spectrum: bool = False,
+        stream_nperseg: int = DEFAULT_STREAM_NPERSEG,
+        spectrum_samples: int | None = DEFAULT_SAMPLES,
+        thresholds: Sequence[float] = (),
+        bands: Any = None,
+        spectrum_top_k: int = 8,
+        slope_range: Sequence[float] | None = None,
+        state_rules: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        if int(nperseg) < 2 or int(stream_nperseg) < 2:
+            raise ValueError(f"nperseg and stream_nperseg must be at least 2 (got {nperseg}, "
+                             f"{stream_nperseg})")
+        if not fs > 0:
+            raise ValueError(f"fs must be positive (got {fs})")
+        self.nperseg, self.fs = int(nperseg), float(fs)
+        self.stream, self.stream_nperseg = bool(stream_spectrum), int(stream_nperseg)
+        if spectrum_samples is not None and int(spectrum_samples) < 1:
+            raise ValueError(f"spectrum_samples must be at least 1, or None for all (got {spectrum_samples})")
+        self.max_samples = int(spectrum_samples) if spectrum_samples is not None else None
+        self.thresholds = tuple(float(t) for t in thresholds)
+        # analysis options, carried to analysis.temporal (the Probe passes options only to accumulators)
+        self.bands, self.top_k = bands, int(spectrum_top_k)
+        self.slope_range = tuple(slope_range) if slope_range is not None else None
+        self.state_rules = dict(state_rules or {})
+        self.kind: str | None = None  # "welch", "radial" or "none" once the first batch is seen
+        self.length = 0  # Welch segment length L, or 0
+        self.spatial_shape: tuple[int, ...] = ()
+        self.skipped = 0
+        # every tensor is None until the first update
+        self.power: torch.Tensor | None = None  # (C, F) float64 Σ|X|² (Welch) or ring sums (radial)
+        self.segments: torch.Tensor | None = None  # (C,) int64 segments (Welch) or samples (radial)
+        self.count: torch.Tensor | None = None  # (C,) int64 finite values seen
+        self.min: torch.Tensor | None = None  # (C,) float64
+        self.max: torch.Tensor | None = None  # (C,) float64
+        self.above: torch.Tensor | None = None  # (T, C) int64 values > thresholds[t]
+        self.stream_steps = 0
+        self.stream_segments = 0
+        self.stream_buffer: torch.Tensor | None = None
+        self.stream_power: torch.Tensor | None = None
+        self._window: torch.Tensor | None = None
+        self._bins: torch.Tensor | None = None
+
+    # -- update --------------------------------------------------------------------------------
+    def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        if self.kind is None:
+            self._start(view, reduced)
+        if reduced.count.shape[0] != self.count.shape[0]:
+            raise ValueError(
+                f"channel count changed from {self.count.shape[0]} to {reduced.count.shape[0]}: a layer's "
+                "outputs must keep the same number of channels (set its layout explicitly)"
+            )
+        self._absorb_reduction(reduced)
+        if self.kind == "welch":
+            self._update_welch(view, reduced)
+        elif self.kind == "radial":
+            self._update_radial(view, reduced)
+        if self.stream:
+            self._stream_step(reduced.mean)
+
+    def _start(self, view: LayoutView, reduced: ChannelStats) -> None:
+        c, dev = view.num_channels, reduced.count.device
+        shape = view.spatial_shape
+        if view.axis == Axis.TIME and shape and shape[-1] >= MIN_LENGTH:
+            self.kind, self.length = "welch", min(self.nperseg, shape[-1])
+            n_bins = self.length // 2 + 1
+        elif view.axis == Axis.SPACE and len(shape) == 2 and min(shape) >= MIN_SIDE:
+            self.kind, self.spatial_shape = "radial", tuple(shape)
+            n_bins = min(shape) // 2 + 1
+        else:
+            self.kind, n_bins = "none", 0
+        self.power = torch.zeros(c, n_bins, dtype=torch.float64, device=dev)
+        self.segments = torch.zeros(c, dtype=torch.int64, device=dev)
+        self.count = torch.zeros(c, dtype=torch.int64, device=dev)
+        self.min = torch.full((c,), math.inf, dtype=torch.float64, device=dev)
+        self.max = torch.full((c,), -math.inf, dtype=torch.float64, device=dev)
+        self.above = torch.zeros(len(self.thresholds), c, dtype=torch.int64, device=dev)
+        if self.stream:
+            self.stream_buffer = torch.zeros(c, self.stream_nperseg, dtype=torch.float64, device=dev)
+            self.stream_power = torch.zeros(c, self.stream_nperseg // 2 + 1, dtype=torch.float64, device=dev)
+
+    def _absorb_reduction(self, reduced: ChannelStats) -> None:
+        self.count += reduced.count
+        self.min = torch.minimum(self.min, reduced.min)
+        self.max = torch.maximum(self.max, reduced.max)
+        if reduced.above.shape[0] == self.above.shape[0]:
+            self.above += reduced.above
+
+    def _add_power(self, power: torch.Tensor, n_seg: int, reduced: ChannelStats, view: LayoutView) -> None:
+        """Add one batch's sums; a channel with a NaN or ±Inf in this batch adds nothing."""
+        if int(reduced.count.min()) < view.num_samples * view.num_positions:  # rare: non-finite values
+            ok = (reduced.nan + reduced.inf) == 0  # (C,)
+            power = torch.where(ok[:, None], power, 0.0)
+            n_seg = ok.to(torch.int64) * n_seg
+        self.power += power
+        self.segments += n_seg
+
+    def _subsample(self, x: torch.Tensor) -> torch.Tensor:
+        """At most ``max_samples`` samples, evenly spaced through the batch (a view: ``x[::step]``)."""
+        n = x.shape[0]
+        if self.max_samples is None or n <= self.max_samples:
+            return x
+        return x[:: -(-n // self.max_samples)]
+
+    def _update_welch(self, view: LayoutView, reduced: ChannelStats) -> None:
+        if len(view.spatial_shape) == 1:
+            x, channels_last = self._subsample(view.data), view.channels_last  # (N, C, T) or (N, T, C)
+        else:
+            x, channels_last = _fold_time(self._subsample(view.data), view), False  # (N·A…, C, T)
+        if x.shape[1 if channels_last else 2] < self.length:
+            self.skipped += view.num_samples
+            return
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        power, n_seg = welch_power_sum(x, self.length, self._window_for(x), channels_last)
+        self._add_power(power, n_seg, reduced, view)
+
+    def _window_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The Hann window in ``x``'s dtype and on its device (cached)."""
+        if self._window is None or self._window.dtype != x.dtype or self._window.device != x.device:
+            self._window = hann_window(self.length, x.dtype, x.device)
+        return self._window
+
+    def _update_radial(self, view: LayoutView, reduced: ChannelStats) -> None:
+        if tuple(view.spatial_shape) != self.spatial_shape:
+            raise ValueError(
+                f"image size changed from {self.spatial_shape} to {tuple(view.spatial_shape)}: the radial "
+                "spectrum needs one size per layer (resize the inputs or probe the layers separately)"
+            )
+        x = self._subsample(view.spatial())  # (N, C, H, W)
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        if self._bins is None or self._bins.device != x.device:
+            self._bins, _ = radial_bins(self.spatial_shape, x.device)
+        self._add_power(radial_power_sum(x, self._bins), x.shape[0], reduced, view)
+
+    def _stream_step(self, channel_mean: torch.Tensor) -> None:
+        """Append one step (the batch's per-channel mean) and emit a Welch segment every hop."""
+        length = self.stream_nperseg
+        self.stream_buffer[:, self.stream_steps % length] = channel_mean.to(self.stream_buffer.device)
+        self.stream_steps += 1
+        hop = length - length // 2
+        if self.stream_steps >= length and (self.stream_steps - length) % hop == 0:
+            start = self.stream_steps % length  # the oldest step in the ring
+            seg = torch.roll(self.stream_buffer, -start, dims=1)[None]  # (1, C, L) in time order
+            power, _ = welch_power_sum(seg, length, hann_window(length, device=seg.device))
+            self.stream_power += power
+            self.stream_segments += 1
+
+    # -- results -------------------------------------------------------------------------------
+    def frequencies(self) -> torch.Tensor:
+        """Bin frequencies in units of ``fs`` (cycles per sample, or per pixel, times ``fs``)."""
+        if self.kind == "welch":
+            return torch.arange(self.length // 2 + 1, dtype=torch.float64) * self.fs / self.length
+        if self.kind == "radial":
+            return torch.arange(min(self.spatial_shape) // 2 + 1, dtype=torch.float64) * self.fs / min(
+                self.spatial_shape
+            )
+        return torch.zeros(0, dtype=torch.float64)
+
+    def psd(self) -> torch.Tensor:
+        """``[C, F]`` float64 on the CPU: Welch density, or the radially averaged spectrum; NaN rows
+        for channels without a segment."""
+        if self.power is None or self.kind == "none":
+            return torch.zeros(0, 0, dtype=torch.float64)
+        power, seg = self.power.cpu(), self.segments.cpu().to(torch.float64)[:, None]
+        if self.kind == "welch":
+            return power * onesided_scale(self.length, self.fs) / seg
+        _, ring_sizes = radial_bins(self.spatial_shape)
+        return power / (ring_sizes * seg)
+
+    def bin_weights(self) -> torch.Tensor:
+        """Integration weight of each bin: ``Σ_k S_k · weight_k`` is the power in those bins —
+        ``Δf = fs/L`` for Welch; the ring's share ``n_j/(H·W)`` of the plane for the radial spectrum
+        (so the total is the variance inside the Nyquist disc)."""
+        if self.kind == "welch":
+            return torch.full((self.length // 2 + 1,), self.fs / self.length, dtype=torch.float64)
+        if self.kind == "radial":
+            _, ring_sizes = radial_bins(self.spatial_shape)
+            return ring_sizes / math.prod(self.spatial_shape)
+        return torch.zeros(0, dtype=torch.float64)
+
+    def stream_psd(self) -> torch.Tensor:
+        """``[C, stream_nperseg//2+1]`` Welch density of the per-batch channel means (NaN before the
+        first full segment)."""
+        if self.stream_power is None:
+            return torch.zeros(0, 0, dtype=torch.float64)
+        scale = onesided_scale(self.stream_nperseg, self.fs)
+        return self.stream_power.cpu() * scale / self.stream_segments if self.stream_segments else (
+            torch.full_like(self.stream_power.cpu(), math.nan))
+
+    # -- merge and state -----------------------------------------------------------------------
+    def merge(self, other: Self) -> None:
+        if other.power is None:
+            return
+        if self.power is None:
+            self._adopt(other)
+            return
+        self._check_compatible(other)
+        dev = self.power.device
+        for f in ("power", "segments", "count", "above"):
+            setattr(self, f, getattr(self, f) + getattr(other, f).to(dev))
+        self.min = torch.minimum(self.min, other.min.to(dev))
+        self.max = torch.maximum(self.max, other.max.to(dev))
+        self.skipped += other.skipped
+        if self.stream and other.stream_power is not None:
+            self.stream_power += other.stream_power.to(dev)
+            self.stream_segments += other.stream_segments
+
+    def _adopt(self, other: Self) -> None:
+        """Take a copy of ``other``'s data (this accumulator has seen nothing yet)."""
+        options = (self.nperseg, self.fs, self.thresholds, self.stream, self.stream_nperseg, self.max_samples)
+        if options != (other.nperseg, other.fs, other.thresholds, other.stream, other.stream_nperseg,
+                       other.max_samples):
+            raise ValueError("cannot merge spectra gathered with different nperseg, fs, thresholds, stream "
+                             "or spectrum_samples options")
+        copy = other.from_state_dict(other.state_dict())
+        for f in ("kind", "length", "spatial_shape", "skipped", "stream_steps", "stream_segments",
+                  *_TENSORS, *(_STREAM_TENSORS if self.stream else ())):
+            setattr(self, f, getattr(copy, f))
+
+    def _check_compatible(self, other: Self) -> None:
+        mine, theirs = ((*(getattr(a, f) for f in _MERGE_KEYS), a.power.shape) for a in (self, other))
+        if mine != theirs:
+            raise ValueError(
+                f"cannot merge spectra with ({', '.join(_MERGE_KEYS)}, shape) = {theirs} into {mine}: "
+                "use the same options and the same input sizes"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "nperseg": self.nperseg, "fs": self.fs, "stream_spectrum": self.stream,
+            "spectrum_samples": self.max_samples,
+            "stream_nperseg": self.stream_nperseg, "thresholds": list(self.thresholds),
+            "bands": self.bands, "spectrum_top_k": self.top_k,
+            "slope_range": list(self.slope_range) if self.slope_range else None,
+            "state_rules": dict(self.state_rules),
+        }
+        if self.power is not None:
+            state.update({"kind": self.kind, "length": self.length, "spatial_shape": list(self.spatial_shape),
+                          "skipped": self.skipped, "stream_steps": self.stream_steps,
+                          "stream_segments": self.stream_segments})
+            state.update({f: getattr(self, f).detach().cpu() for f in _TENSORS})
+            if self.stream:
+                state.update({f: getattr(self, f).detach().cpu() for f in _STREAM_TENSORS})
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Self:
+        acc = cls(**{k: state[k] for k in _OPTIONS})
+        if "power" in state:
+            acc.kind, acc.length = state["kind"], int(state["length"])
+            acc.spatial_shape = tuple(int(s) for s in state["spatial_shape"])
+            acc.skipped, acc.stream_steps = int(state["skipped"]), int(state["stream_steps"])
+            acc.stream_segments = int(state["stream_segments"])
+            for f in _TENSORS + (_STREAM_TENSORS if acc.stream else ()):
+                setattr(acc, f, torch.as_tensor(state[f]).clone())
+        return acc
+
+
+def _fold_time(data: torch.Tensor, view: LayoutView) -> torch.Tensor:
+    """``[N, C, A…, T]`` → ``[N·A…, C, T]``: the last position axis is time, the others are samples.
+
+    ``data`` is (a subset of the samples of) ``view.data``.
+    """
+    x = data.transpose(1, 2) if view.channels_last else data  # (N, C, S)
+    x = x.reshape(x.shape[0], view.num_channels, *view.spatial_shape)  # (N, C, A…, T)
+    return x.movedim(1, -2).reshape(-1, view.num_channels, view.spatial_shape[-1])  # (N·A…, C, T)

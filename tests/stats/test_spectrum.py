@@ -1,0 +1,270 @@
+"""ChannelSpectrum vs independent references: scipy.signal.welch, a brute-force NumPy ring loop."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from layerscope.capture.layout import Axis, Layout, make_view
+from layerscope.kernels import channel_reduce
+from layerscope.stats import ACCUMULATORS
+from layerscope.stats.spectrum import ChannelSpectrum
+
+CHANNELS_FIRST_TIME = Layout(1, Axis.TIME)
+
+
+def feed(acc, x, layout=CHANNELS_FIRST_TIME):
+    view = make_view(x, layout)
+    acc.update(view, channel_reduce(view, acc.thresholds, "torch"))
+
+
+def welch_reference(x: np.ndarray, nperseg: int, axis: int, fs: float = 1.0):
+    """Mean over samples of scipy's Welch PSD (defaults: hann, 50 % overlap, constant detrend)."""
+    f, p = scipy.signal.welch(x, fs=fs, nperseg=nperseg, axis=axis)
+    p = p.mean(axis=0)  # over samples
+    return f, (p.T if axis == 1 else p)  # (C, F)
+
+
+def batches(seed, shapes, dtype=torch.float64, offset=0.0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*s, generator=gen, dtype=dtype) + offset for s in shapes]
+
+
+def test_registered():
+    assert ACCUMULATORS.get("spectrum") is ChannelSpectrum
+
+
+@pytest.mark.parametrize("nperseg", [16, 33, 64, 500])
+def test_welch_channels_first_matches_scipy(nperseg):
+    xs = batches(0, [(5, 3, 100)] * 4, offset=2.0)  # (N, C, T), with a mean to detrend
+    acc = ChannelSpectrum(nperseg=nperseg, fs=2.0, spectrum_samples=None)
+    for x in xs:
+        feed(acc, x)
+    f, ref = welch_reference(torch.cat(xs).numpy(), min(nperseg, 100), axis=2, fs=2.0)
+    np.testing.assert_allclose(acc.frequencies().numpy(), f, rtol=1e-15)
+    np.testing.assert_allclose(acc.psd().numpy(), ref, rtol=1e-10, atol=1e-14)
+    length = min(nperseg, 100)
+    assert acc.segments.tolist() == [20 * ((100 - length) // (length - length // 2) + 1)] * 3
+
+
+def test_welch_channels_last_matches_scipy():
+    xs = batches(1, [(4, 90, 6), (7, 90, 6), (1, 90, 6)])  # (N, T, C), e.g. a Linear over a sequence
+    acc = ChannelSpectrum(nperseg=32)
+    for x in xs:
+        feed(acc, x, Layout(-1, Axis.TIME))
+    _, ref = welch_reference(torch.cat(xs).numpy(), 32, axis=1)
+    np.testing.assert_allclose(acc.psd().numpy(), ref, rtol=1e-10, atol=1e-14)
+
+
+def test_float32_within_float32_precision():
+    xs = batches(2, [(8, 4, 128)] * 3, dtype=torch.float32, offset=5.0)
+    acc = ChannelSpectrum(nperseg=64)
+    for x in xs:
+        feed(acc, x)
+    _, ref = welch_reference(torch.cat(xs).double().numpy(), 64, axis=2)
+    np.testing.assert_allclose(acc.psd().numpy(), ref, rtol=2e-4, atol=1e-5 * ref.max())
+
+
+@pytest.mark.parametrize("cap", [16, 7, 40, None])
+def test_samples_per_batch_are_evenly_spaced(cap):
+    xs = batches(20, [(40, 2, 64), (9, 2, 64)])
+    acc = ChannelSpectrum(nperseg=32, spectrum_samples=cap)
+    for x in xs:
+        feed(acc, x)
+    used = [x[:: -(-x.shape[0] // cap)] if cap and x.shape[0] > cap else x for x in xs]
+    assert [u.shape[0] for u in used] == {16: [14, 9], 7: [7, 5], 40: [40, 9], None: [40, 9]}[cap]
+    _, ref = welch_reference(torch.cat(used).numpy(), 32, axis=2)
+    np.testing.assert_allclose(acc.psd().numpy(), ref, rtol=1e-10)
+    assert acc.count.tolist() == [49 * 64] * 2  # counts and extremes see every sample
+
+
+def test_time_layout_of_rank_two_uses_the_last_axis():
+    x = batches(3, [(3, 2, 4, 40)])[0]  # (N, C, A, T)
+    acc = ChannelSpectrum(nperseg=16)
+    feed(acc, x)
+    folded = x.permute(0, 2, 1, 3).reshape(12, 2, 40).numpy()
+    _, ref = welch_reference(folded, 16, axis=2)
+    np.testing.assert_allclose(acc.psd().numpy(), ref, rtol=1e-10)
+
+
+def test_merge_of_splits_equals_one_pass():
+    xs = batches(4, [(3, 5, 70)] * 6)
+    one = ChannelSpectrum(nperseg=20, thresholds=(0.0,))
+    for x in xs:
+        feed(one, x)
+    parts = [ChannelSpectrum(nperseg=20, thresholds=(0.0,)) for _ in range(3)]
+    for i, x in enumerate(xs):
+        feed(parts[i % 3], x)
+    merged = ChannelSpectrum(nperseg=20, thresholds=(0.0,))
+    for p in parts:
+        merged.merge(p)
+    for f in ("power", "segments", "count", "min", "max", "above"):
+        torch.testing.assert_close(getattr(merged, f), getattr(one, f), rtol=1e-13, atol=0)
+
+
+def test_state_dict_round_trip_and_merge_after_it():
+    xs = batches(5, [(4, 3, 64)] * 40)
+    acc = ChannelSpectrum(nperseg=32, stream_spectrum=True, stream_nperseg=8, bands={"a": (0, 0.2)})
+    for x in xs[:20]:
+        feed(acc, x)
+    back = ChannelSpectrum.from_state_dict(acc.state_dict())
+    for x in xs[20:]:
+        feed(acc, x)
+        feed(back, x)
+    torch.testing.assert_close(back.psd(), acc.psd(), rtol=0, atol=0)
+    torch.testing.assert_close(back.stream_psd(), acc.stream_psd(), rtol=0, atol=0)
+    assert back.bands == {"a": (0, 0.2)} and back.stream_steps == 40
+
+
+def test_empty_accumulator_state_and_merge():
+    empty = ChannelSpectrum()
+    assert ChannelSpectrum.from_state_dict(empty.state_dict()).power is None
+    full = ChannelSpectrum()
+    feed(full, batches(6, [(2, 2, 64)])[0])
+    empty.merge(full)
+    torch.testing.assert_close(empty.psd(), full.psd())
+    full.merge(ChannelSpectrum())  # merging nothing changes nothing
+    torch.testing.assert_close(empty.psd(), full.psd())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 4), c=st.integers(1, 3), t=st.integers(8, 80), nperseg=st.integers(2, 90),
+    cuts=st.lists(st.integers(1, 3), min_size=1, max_size=4), seed=st.integers(0, 2**16),
+    channels_last=st.booleans(),
+)
+def test_property_streaming_welch_equals_scipy(n, c, t, nperseg, cuts, seed, channels_last):
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((sum(cuts) * n, c, t)) * rng.uniform(0.1, 10) + rng.uniform(-5, 5)
+    acc = ChannelSpectrum(nperseg=nperseg, spectrum_samples=None)
+    start = 0
+    for k in cuts:
+        part = torch.from_numpy(data[start : start + k * n])
+        start += k * n
+        if channels_last:
+            feed(acc, part.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))
+        else:
+            feed(acc, part)
+    _, ref = welch_reference(data, min(nperseg, t), axis=2)
+    np.testing.assert_allclose(acc.psd().numpy(), ref, rtol=1e-9, atol=1e-12 * max(ref.max(), 1e-300))
+
+
+def exact_ring(ky: int, kx: int, h: int, w: int) -> int:
+    """⌊r/Δ + ½⌋ in exact rational arithmetic: (r/Δ)² = m²(ky²/h² + kx²/w²), m = min(h, w)."""
+    m = min(h, w)
+    q = Fraction(m * m * (ky * ky * w * w + kx * kx * h * h), h * h * w * w)
+    j = 0
+    while Fraction(2 * j + 1, 2) ** 2 <= q:  # r/Δ ≥ j + ½: the next ring
+        j += 1
+    return j
+
+
+def radial_reference(x: np.ndarray) -> np.ndarray:
+    """Brute force: per sample and channel, |FFT2(x − mean)|²/(HW), averaged over each ring."""
+    n, c, h, w = x.shape
+    rings = min(h, w) // 2 + 1
+    ky_all, kx_all = np.fft.fftfreq(h, 1 / h).astype(int), np.fft.fftfreq(w, 1 / w).astype(int)
+    out = np.zeros((c, rings))
+    for ch in range(c):
+        total, count = np.zeros(rings), np.zeros(rings)
+        for s in range(n):
+            img = x[s, ch] - x[s, ch].mean()
+            p = np.abs(np.fft.fft2(img)) ** 2 / (h * w)
+            for i in range(h):
+                for j in range(w):
+                    ring = exact_ring(int(ky_all[i]), int(kx_all[j]), h, w)
+                    if ring < rings:
+                        total[ring] += p[i, j]
+                        count[ring] += 1
+        out[ch] = total / count
+    return out
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (7, 10), (12, 9), (16, 5), (6, 8), (10, 20)])
+def test_radial_spectrum_matches_brute_force(shape):
+    xs = batches(7, [(3, 2, *shape), (2, 2, *shape)], offset=1.5)
+    acc = ChannelSpectrum()
+    for x in xs:
+        feed(acc, x, Layout(1, Axis.SPACE))
+    assert acc.kind == "radial"
+    reference = radial_reference(torch.cat(xs).numpy())
+    np.testing.assert_allclose(acc.psd().numpy(), reference, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(acc.frequencies().numpy(), np.arange(min(shape) // 2 + 1) / min(shape))
+
+
+def test_radial_channels_last():
+    x = batches(8, [(3, 6, 8, 4)])[0]  # (N, H, W, C)
+    acc = ChannelSpectrum()
+    feed(acc, x, Layout(-1, Axis.SPACE))
+    np.testing.assert_allclose(acc.psd().numpy(), radial_reference(x.permute(0, 3, 1, 2).numpy()), rtol=1e-10,
+                               atol=1e-14)
+
+
+def test_stream_spectrum_equals_welch_of_batch_means():
+    gen = np.random.default_rng(9)
+    steps = 45
+    level = np.sin(2 * np.pi * 0.2 * np.arange(steps)) + 0.1 * gen.standard_normal(steps)
+    acc = ChannelSpectrum(stream_spectrum=True, stream_nperseg=16)
+    means = []
+    for s in range(steps):
+        signs = np.array([1.0, -2.0])[None, :, None]
+        x = torch.from_numpy(gen.standard_normal((4, 2, 1)) * 0.3 + level[s] * signs)
+        feed(acc, x[:, :, 0], Layout(-1, Axis.NONE))  # (N, C): no time axis inside a batch
+        means.append(x.numpy().mean(axis=(0, 2)))
+    _, ref = scipy.signal.welch(np.array(means).T, nperseg=16)  # (C, F)
+    assert acc.kind == "none" and acc.stream_segments == (steps - 16) // 8 + 1
+    np.testing.assert_allclose(acc.stream_psd().numpy(), ref, rtol=1e-10)
+
+
+def test_non_finite_values_leave_only_their_channel_out():
+    xs = batches(10, [(4, 3, 64)] * 3)
+    xs[1][2, 1, 5] = float("nan")
+    acc = ChannelSpectrum(nperseg=32)
+    for x in xs:
+        feed(acc, x)
+    clean = [xs[0], xs[2]]
+    _, ref_all = welch_reference(torch.cat(xs).numpy(), 32, axis=2)
+    _, ref_clean = welch_reference(torch.cat(clean).numpy(), 32, axis=2)
+    psd = acc.psd().numpy()
+    np.testing.assert_allclose(psd[[0, 2]], ref_all[[0, 2]], rtol=1e-10)
+    np.testing.assert_allclose(psd[1], ref_clean[1], rtol=1e-10)
+    assert acc.segments.tolist() == [36, 24, 36]
+
+
+def test_short_later_batches_are_skipped_and_counted():
+    acc = ChannelSpectrum(nperseg=32)
+    feed(acc, batches(11, [(2, 3, 40)])[0])
+    feed(acc, batches(12, [(5, 3, 20)])[0])
+    assert acc.length == 32 and acc.skipped == 5
+
+
+def test_layers_without_a_spectrum_axis():
+    acc = ChannelSpectrum()
+    feed(acc, batches(13, [(4, 7)])[0], Layout(-1, Axis.NONE))  # (N, C)
+    assert acc.kind == "none" and acc.psd().numel() == 0
+    tiny = ChannelSpectrum()
+    feed(tiny, batches(14, [(4, 2, 3, 3)])[0], Layout(1, Axis.SPACE))  # a 3×3 image is too small
+    assert tiny.kind == "none"
+
+
+def test_failure_paths():
+    with pytest.raises(ValueError, match="nperseg"):
+        ChannelSpectrum(nperseg=1)
+    with pytest.raises(ValueError, match="fs"):
+        ChannelSpectrum(fs=0)
+    acc = ChannelSpectrum()
+    feed(acc, batches(15, [(2, 3, 64)])[0])
+    with pytest.raises(ValueError, match="channel count changed"):
+        feed(acc, batches(16, [(2, 4, 64)])[0])
+    img = ChannelSpectrum()
+    feed(img, batches(17, [(2, 3, 8, 8)])[0], Layout(1, Axis.SPACE))
+    with pytest.raises(ValueError, match="image size changed"):
+        feed(img, batches(18, [(2, 3, 9, 8)])[0], Layout(1, Axis.SPACE))
+    other = ChannelSpectrum(nperseg=16)
+    feed(other, batches(19, [(2, 3, 64)])[0])
+    with pytest.raises(ValueError, match="cannot merge"):
+        acc.merge(other)
