@@ -1,0 +1,192 @@
+"""Spatial density grid: activation energy (mean of x²) per cell of a coarse grid, per channel.
+
+For an image layer (``axis == "space"``, positions ``(H, W)``) the grid is ``gh × gw`` with
+``gh = min(G, H)`` and ``gw = min(G, W)`` (default ``G = 8``); for a sequence layer (``axis == "time"``,
+positions ``(T,)``) it is ``min(G, T)`` position bins; a layer without positions (``[N, C]``) has one
+cell. Layers with more than two spatial dims (Conv3d) are gridded over their last two dims, the
+leading ones summed into each cell.
+
+Cell boundaries partition the positions: along an axis of length ``L`` with ``g`` cells, cell ``i``
+holds positions ``floor(i·L/g) … floor((i+1)·L/g) − 1``. These are the *start* indices of
+``torch.nn.functional.adaptive_avg_pool2d``; its end indices are ``ceil((i+1)·L/g)``, so adaptive
+pooling lets neighbouring cells overlap when ``g`` does not divide ``L``, while here every position
+falls in exactly one cell (the cell energies then add up to the layer's total energy). With
+``g = min(G, L)`` no cell is empty and no position is repeated to fake resolution.
+
+State: Σx² per channel and cell (float64 ``[C, gh, gw]``) plus the number of non-finite values per
+cell, O(C·G²). The energy of a cell is Σx² over its finite values divided by their number. Sums of
+non-negative terms have no cancellation, so plain float64 addition makes ``merge`` exact up to
+rounding (the top-k most active channels are chosen at analysis time from the full grid). A batch
+whose positions differ from the first batch's (a shorter sequence, another image size) is skipped and
+its samples counted in ``skipped``: its cells would not line up with the others.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from typing import Any
+
+import torch
+from torch.nn.functional import one_hot as nn_one_hot
+from typing_extensions import Self
+
+from .._errors import ConfigError
+from ..capture.layout import LayoutView
+from ..kernels import ChannelStats
+from ._protocol import ACCUMULATORS
+
+DEFAULT_GRID = 8
+DEFAULT_TOP_K = 4
+
+
+def cell_edges(length: int, cells: int) -> list[int]:
+    """``cells + 1`` edges ``floor(i·length/cells)``: cell ``i`` is ``[edges[i], edges[i+1])``."""
+    return [(i * length) // cells for i in range(cells + 1)]
+
+
+def cell_index(length: int, cells: int) -> torch.Tensor:
+    """The cell of each of ``length`` positions (int64 ``[length]``)."""
+    sizes = [b - a for a, b in pairwise(cell_edges(length, cells))]
+    return torch.repeat_interleave(torch.arange(cells), torch.tensor(sizes))
+
+
+def grid_shape(spatial_shape: tuple[int, ...], grid: int) -> tuple[int, ...]:
+    """``(min(G, H), min(G, W))`` for ≥ 2-D positions, ``(min(G, T),)`` for 1-D, ``()`` for none."""
+    if len(spatial_shape) == 0:
+        return ()
+    return tuple(min(grid, n) for n in spatial_shape[-2:])
+
+
+@ACCUMULATORS.register("spatial")
+class SpatialDensity:
+    """Per-channel activation energy on a coarse spatial grid (see the module docstring)."""
+
+    def __init__(
+        self, spatial_grid: int = DEFAULT_GRID, spatial_top_k: int = DEFAULT_TOP_K, **_: Any
+    ) -> None:
+        if spatial_grid < 1:
+            raise ConfigError(f"spatial_grid must be at least 1 (got {spatial_grid})")
+        self.grid = int(spatial_grid)
+        self.top_k = int(spatial_top_k)
+        self.spatial_shape: tuple[int, ...] | None = None  # every field is None until the first update
+        self.energy_sum: torch.Tensor | None = None  # float64 [C, *cells]: Σ x² over finite values
+        self.nonfinite: torch.Tensor | None = None  # int64 [C, *cells]
+        self.samples = 0
+        self.skipped = 0  # samples of batches whose spatial shape differed from the first batch's
+        self._pooling: tuple[torch.Tensor, ...] = ()  # pooling matrices, built on first use
+
+    @property
+    def cells(self) -> tuple[int, ...]:
+        return grid_shape(self.spatial_shape or (), self.grid)
+
+    def cell_positions(self) -> torch.Tensor:
+        """Positions per cell per sample (int64 ``[*cells]``), leading spatial dims included."""
+        shape = self.spatial_shape or ()
+        lead = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        sizes = [torch.tensor([b - a for a, b in pairwise(cell_edges(n, g))])
+                 for n, g in zip(shape[-2:], self.cells, strict=True)]
+        if not sizes:
+            return torch.ones((), dtype=torch.int64)
+        out = sizes[0] if len(sizes) == 1 else sizes[0][:, None] * sizes[1][None, :]
+        return out * lead
+
+    def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        if self.spatial_shape is None:
+            self.spatial_shape = tuple(view.spatial_shape)
+        elif tuple(view.spatial_shape) != self.spatial_shape:  # a shorter sequence: the cells would not align
+            self.skipped += view.num_samples
+            return
+        data = view.data  # (N, C, S) or (N, S, C)
+        if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
+            data = data.float()
+        finite = not bool((reduced.nan + reduced.inf).any())
+        sq = data.square() if finite else torch.where(torch.isfinite(data), data.square(), 0.0)
+        bad = None
+        if not finite:
+            counts = self._sum_over_samples(view, (~torch.isfinite(data)).to(data.dtype))
+            bad = self._pool(counts).round().long()
+        self._absorb(self._pool(self._sum_over_samples(view, sq)), bad, view.num_samples)
+
+    def _sum_over_samples(self, view: LayoutView, values: torch.Tensor) -> torch.Tensor:
+        """``values`` shaped like ``view.data``, summed over samples: float64 ``(C, [H,] W)``."""
+        s = values.sum(0)  # (C, S) or (S, C)
+        s = s.T if view.channels_last else s  # (C, S)
+        shape = view.spatial_shape
+        if len(shape) > 2:  # (C, D…·H·W) -> (C, H, W): the leading spatial dims go into each cell
+            s = s.reshape(view.num_channels, -1, *shape[-2:]).sum(1)
+        else:
+            s = s.reshape(view.num_channels, *shape)
+        return s.to(torch.float64)
+
+    def _check_shape(self, spatial_shape: tuple[int, ...]) -> None:
+        if self.spatial_shape is None:
+            self.spatial_shape = tuple(spatial_shape)
+        elif tuple(spatial_shape) != self.spatial_shape:
+            raise ValueError(
+                f"cannot merge spatial grids over positions {tuple(spatial_shape)} into grids over "
+                f"{self.spatial_shape}: the cells would not align"
+            )
+
+    def _pool(self, per_position: torch.Tensor) -> torch.Tensor:
+        """Sum ``(C, [H,] W)`` positions into cells: ``(C, *cells)``, as ``P_h · X · P_wᵀ`` with 0/1
+        pooling matrices ``P [cells, positions]`` (no pooling when every cell is one position)."""
+        positions = tuple((self.spatial_shape or ())[-2:])
+        if self.cells == positions:
+            return per_position
+        if len(self._pooling) != len(self.cells) or self._pooling[0].device != per_position.device:
+            self._pooling = tuple(
+                nn_one_hot(cell_index(n, g), g).T.to(device=per_position.device, dtype=torch.float64)
+                for n, g in zip(positions, self.cells, strict=True)
+            )
+        if len(self._pooling) == 1:
+            return per_position @ self._pooling[0].T  # (C, T) @ (T, G) -> (C, G)
+        p_h, p_w = self._pooling
+        return p_h @ per_position @ p_w.T  # (gh, H) @ (C, H, W) @ (W, gw) -> (C, gh, gw)
+
+    def _absorb(self, energy_sum: torch.Tensor, nonfinite: torch.Tensor | None, samples: int) -> None:
+        if self.energy_sum is None:
+            self.energy_sum = energy_sum.clone()
+            self.nonfinite = torch.zeros(energy_sum.shape, dtype=torch.int64, device=energy_sum.device)
+        elif energy_sum.shape != self.energy_sum.shape:
+            raise ValueError(
+                f"channel count changed from {self.energy_sum.shape[0]} to {energy_sum.shape[0]}: a layer's "
+                "outputs must keep the same number of channels (set its layout explicitly)"
+            )
+        else:
+            self.energy_sum = self.energy_sum + energy_sum.to(self.energy_sum.device)
+        if nonfinite is not None:
+            self.nonfinite = self.nonfinite + nonfinite.to(self.nonfinite.device)
+        self.samples += samples
+
+    def merge(self, other: Self) -> None:
+        if other.grid != self.grid:
+            raise ValueError(f"cannot merge a spatial grid of {other.grid} into one of {self.grid}")
+        if other.energy_sum is None:
+            return
+        self._check_shape(other.spatial_shape or ())
+        self.skipped += other.skipped
+        self._absorb(other.energy_sum, other.nonfinite, other.samples)
+
+    def energy(self) -> torch.Tensor:
+        """Mean of x² over the finite values of each channel and cell (float64 ``[C, *cells]``)."""
+        finite = self.samples * self.cell_positions().to(self.nonfinite.device) - self.nonfinite
+        return self.energy_sum / finite.to(torch.float64)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"grid": self.grid, "top_k": self.top_k, "samples": self.samples,
+                                 "skipped": self.skipped}
+        if self.energy_sum is not None:
+            state.update(spatial_shape=list(self.spatial_shape or ()),
+                         energy_sum=self.energy_sum.detach().cpu(), nonfinite=self.nonfinite.detach().cpu())
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Self:
+        acc = cls(spatial_grid=state["grid"], spatial_top_k=state["top_k"])
+        acc.samples, acc.skipped = int(state["samples"]), int(state.get("skipped", 0))
+        if "energy_sum" in state:
+            acc.spatial_shape = tuple(int(n) for n in state["spatial_shape"])
+            acc.energy_sum = torch.as_tensor(state["energy_sum"], dtype=torch.float64)
+            acc.nonfinite = torch.as_tensor(state["nonfinite"], dtype=torch.int64)
+        return acc

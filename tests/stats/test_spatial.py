@@ -1,0 +1,157 @@
+"""SpatialDensity vs an explicit float64 loop over channels, cells and positions."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from layerscope._probe import Probe
+from layerscope.capture.layout import Axis, Layout, make_view
+from layerscope.kernels import channel_reduce
+from layerscope.stats.spatial import SpatialDensity, cell_edges
+
+SPACE = Layout(1, Axis.SPACE)
+
+
+def feed(acc, x, layout=SPACE):
+    view = make_view(x, layout)
+    acc.update(view, channel_reduce(view, (0.0,), "torch"))
+
+
+def reference_grid(x: np.ndarray, grid: int) -> np.ndarray:
+    """Mean of x² over the finite values of each (channel, cell); x is [N, C, H, W] or [N, C, T]."""
+    x = x.astype(np.float64)
+    spatial = x.shape[2:]
+    g = [min(grid, n) for n in spatial]
+    out = np.zeros((x.shape[1], *g))
+    for c in range(x.shape[1]):
+        for cell in np.ndindex(*g):
+            # cell i of an axis of length L in g cells: positions floor(i·L/g) … floor((i+1)·L/g) − 1
+            sl = tuple(slice(i * n // k, (i + 1) * n // k) for i, n, k in zip(cell, spatial, g, strict=True))
+            vals = x[(slice(None), c, *sl)].ravel()
+            vals = vals[np.isfinite(vals)]
+            out[(c, *cell)] = (vals**2).mean()
+    return out
+
+
+def test_cell_edges_partition_like_adaptive_pool_starts():
+    assert cell_edges(10, 4) == [0, 2, 5, 7, 10]
+    assert cell_edges(8, 8) == list(range(9))
+    # the start of every cell is adaptive_avg_pool's start index floor(i·L/g)
+    assert all(s == (i * 10) // 4 for i, s in enumerate(cell_edges(10, 4)[:-1]))
+
+
+@pytest.mark.parametrize("shape, grid", [((3, 5, 10, 7), 4), ((2, 3, 8, 8), 8), ((4, 2, 3, 5), 8),
+                                         ((5, 3, 17, 33), 8), ((2, 3, 1, 9), 8)])
+def test_image_grid_matches_loops(shape, grid):
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(*shape, generator=gen, dtype=torch.float64) * (1 + torch.arange(shape[1]).reshape(
+        1, -1, 1, 1)) for _ in range(3)]
+    acc = SpatialDensity(spatial_grid=grid)
+    for b in batches:
+        feed(acc, b)
+    ref = reference_grid(torch.cat(batches).numpy(), grid)
+    assert acc.cells == ref.shape[1:]
+    np.testing.assert_allclose(acc.energy().numpy(), ref, rtol=1e-12)
+
+
+def test_sequence_bins_channels_first_and_last():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 4, 21, generator=gen, dtype=torch.float64)  # (N, C, T)
+    first = SpatialDensity(spatial_grid=8)
+    feed(first, x, Layout(1, Axis.TIME))
+    last = SpatialDensity(spatial_grid=8)
+    feed(last, x.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))  # (N, T, C), a Linear's output
+    ref = reference_grid(x.numpy(), 8)
+    np.testing.assert_allclose(first.energy().numpy(), ref, rtol=1e-12)
+    np.testing.assert_allclose(last.energy().numpy(), ref, rtol=1e-12)
+
+
+def test_float32_activation_within_float32_precision():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(64, 8, 16, 16, generator=gen) * 3 + 1
+    acc = SpatialDensity()
+    feed(acc, x)
+    np.testing.assert_allclose(acc.energy().numpy(), reference_grid(x.numpy(), 8), rtol=1e-6)
+
+
+def test_dense_layer_has_one_cell_and_conv3d_sums_depth():
+    x = torch.randn(5, 7, dtype=torch.float64)
+    acc = SpatialDensity()
+    feed(acc, x)
+    assert acc.cells == ()
+    np.testing.assert_allclose(acc.energy().numpy(), (x.numpy() ** 2).mean(0), rtol=1e-12)
+    v = torch.randn(2, 3, 4, 6, 6, dtype=torch.float64)  # (N, C, D, H, W)
+    acc3 = SpatialDensity(spatial_grid=3)
+    feed(acc3, v)
+    folded = v.permute(0, 2, 1, 3, 4).reshape(8, 3, 6, 6)  # depth slices as extra samples
+    np.testing.assert_allclose(acc3.energy().numpy(), reference_grid(folded.numpy(), 3), rtol=1e-12)
+
+
+def test_nonfinite_values_are_left_out_and_counted():
+    x = torch.randn(4, 2, 8, 8, dtype=torch.float64)
+    x[0, 0, 0, 0] = float("nan")
+    x[1, 1, 7, 7] = float("inf")
+    x[2, 1, 3, 4] = -float("inf")
+    acc = SpatialDensity(spatial_grid=4)
+    feed(acc, x)
+    np.testing.assert_allclose(acc.energy().numpy(), reference_grid(x.numpy(), 4), rtol=1e-12)
+    assert int(acc.nonfinite.sum()) == 3 and int(acc.nonfinite[0, 0, 0]) == 1
+
+
+def test_batches_of_another_shape_are_skipped_and_counted():
+    acc = SpatialDensity()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    feed(acc, x)
+    feed(acc, torch.randn(5, 3, 6, 6))  # would not line up with the 8×8 cells: never raised in a hook
+    assert acc.samples == 2 and acc.skipped == 5
+    np.testing.assert_allclose(acc.energy().numpy(), reference_grid(x.numpy(), 8), rtol=1e-12)
+    other = SpatialDensity()
+    feed(other, torch.randn(1, 3, 6, 6))
+    with pytest.raises(ValueError, match="would not align"):
+        acc.merge(other)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 10), cuts=st.lists(st.integers(1, 9), max_size=3), seed=st.integers(0, 2**16),
+       grid=st.integers(1, 6))
+def test_merge_of_any_split_equals_one_pass(n, cuts, seed, grid):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 7, 5, generator=gen, dtype=torch.float64)
+    whole = SpatialDensity(spatial_grid=grid)
+    feed(whole, x)
+    merged = SpatialDensity(spatial_grid=grid)
+    for part in torch.tensor_split(x, sorted({c for c in cuts if c < n})):
+        piece = SpatialDensity(spatial_grid=grid)
+        feed(piece, part)
+        merged.merge(SpatialDensity.from_state_dict(piece.state_dict()))  # through serialisation too
+    assert merged.samples == whole.samples == n
+    torch.testing.assert_close(merged.energy(), whole.energy(), rtol=1e-12, atol=0)
+    assert torch.equal(merged.nonfinite, whole.nonfinite)
+
+
+def test_state_dict_round_trip_and_merging_into_empty():
+    acc = SpatialDensity(spatial_grid=5, spatial_top_k=2)
+    feed(acc, torch.randn(3, 4, 9, 9))
+    again = SpatialDensity.from_state_dict(acc.state_dict())
+    assert (again.grid, again.top_k, again.spatial_shape, again.samples) == (5, 2, (9, 9), 3)
+    assert torch.equal(again.energy(), acc.energy())
+    empty = SpatialDensity(spatial_grid=5)
+    empty.merge(again)
+    assert torch.equal(empty.energy(), acc.energy())
+    with pytest.raises(ValueError, match="grid"):
+        SpatialDensity(spatial_grid=4).merge(acc)
+
+
+def test_through_the_probe_on_a_conv_model():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+    x = torch.randn(16, 1, 10, 10)
+    with Probe(model, stats=("spatial",)) as probe, torch.no_grad():
+        model(x[:7])
+        model(x[7:])
+    acc = probe._layers["0"].accumulators["spatial"]
+    with torch.no_grad():
+        ref = reference_grid(model[0](x).numpy(), 8)
+    np.testing.assert_allclose(acc.energy().numpy(), ref, rtol=1e-5)
