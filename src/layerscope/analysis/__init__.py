@@ -24,6 +24,6 @@ def model_analyses() -> list[tuple[str, ModelAnalysis]]:
     return [(name, MODEL_ANALYSES.get(name)) for name in MODEL_ANALYSES]
 
 
-# Analysis files register themselves on import.
-from . import health as health  # noqa: E402
-from . import summary as summary  # noqa: E402
+# Analysis files register themselves on import (the order of MODEL_ANALYSES does not matter:
+# each reads only the per-layer results).
+from . import coverage, crossmodal, health, histogram, spatial, summary, temporal  # noqa: E402,F401

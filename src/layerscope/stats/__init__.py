@@ -1,6 +1,15 @@
 """Streaming accumulators. Each file registers one statistic in :data:`ACCUMULATORS`."""
 
+from . import (  # noqa: F401 (registration)
+    connectivity,
+    covariance,
+    coverage,
+    histogram,
+    impact,
+    moments,
+    spatial,
+    spectrum,
+)
 from ._protocol import ACCUMULATORS, Accumulator
-from . import moments as moments  # noqa: E402,I001  (registration order)
 
 __all__ = ["ACCUMULATORS", "Accumulator"]
