@@ -12,11 +12,28 @@ from torch import nn
 
 from ._errors import ConfigError, DataError, ModelError
 from ._probe import DEFAULT_STATS, Probe
+from .stats import ACCUMULATORS
 from .report.result import ProbeResult
 
 log = logging.getLogger(__name__)
 
 Batches = torch.Tensor | tuple | list | Iterable[Any]
+
+# Every statistic that a forward pass can gather ("impact" needs a backward pass: ``impact=True``).
+ALL_STATS = ("moments", "coverage", "histogram", "spectrum", "spatial", "covariance", "connectivity")
+
+
+def resolve_stats(stats: str | Sequence[str]) -> tuple[str, ...]:
+    """``"all"`` or names (a comma-separated string or a sequence) → checked accumulator names."""
+    names = [s.strip() for s in stats.split(",")] if isinstance(stats, str) else list(stats)
+    names = [n for n in names if n]
+    if names == ["all"]:
+        return ALL_STATS
+    if "impact" in names:
+        raise ConfigError("'impact' needs a backward pass: ask for it with impact=True (--impact), not in stats")
+    for name in names:
+        ACCUMULATORS.get(name)
+    return tuple(names)
 
 
 def _split_batches(data: Batches, batch_size: int) -> Iterable[Any]:
@@ -91,8 +108,9 @@ def analyze(
     batch_size: int = 64,
     batches: int | None = None,
     layers: str | Sequence[str] | None = "*",
-    stats: Sequence[str] = DEFAULT_STATS,
+    stats: str | Sequence[str] = DEFAULT_STATS,
     reference_data: Batches | None = None,
+    impact: bool = False,
     device: str | torch.device | None = None,
     progress: Any = None,
     config: dict[str, Any] | None = None,
@@ -104,8 +122,11 @@ def analyze(
     ``batch_size``) or any iterable of batches (a ``DataLoader``; a batch is a tensor or ``(x, y, …)``).
     With ``reference_data`` (e.g. the training split) a profiling pass first records each neuron's
     range, which enables the KMNC, NBC and SNAC coverage criteria on ``data``. Interrupting the pass
-    (Ctrl-C) returns the statistics gathered so far, marked ``partial``.
+    (Ctrl-C) returns the statistics gathered so far, marked ``partial``. ``stats="all"`` gathers every
+    forward statistic; ``impact=True`` adds a forward+backward pass for the Taylor impact (ζ) scores
+    (the loss is cross-entropy when the data has labels, else the output norm).
     """
+    stats = resolve_stats(stats)
     if batches is not None and batches < 1:
         raise ConfigError(f"batches must be at least 1 (got {batches}); leave it unset to use all the data")
     if batch_size < 1:
@@ -133,7 +154,14 @@ def analyze(
             return probe.result(partial=True, config=cfg)
     if seen == 0:
         raise DataError("the data holds no batches: nothing was analysed")
-    return probe.result(config=cfg)
+    result = probe.result(config=cfg)
+    if impact:
+        from ._impact import attach_impact, impact_pass
+
+        zeta = impact_pass(model, data, batch_size=batch_size, batches=batches, layers=layers, device=dev,
+                           **probe_options)
+        result = attach_impact(result, zeta)
+    return result
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -60,7 +60,23 @@ def test_default_demo_writes_a_full_report(tmp_path, capsys):
     assert report["partial"] is False and report["config"]["model"].startswith("digits-cnn")
     conv1 = report["layers"]["conv1"]
     assert conv1["meta"]["shape"] == [16, 8, 8] and conv1["meta"]["samples"] == 449
-    assert set(conv1["stats"]) >= {"moments", "coverage", "histogram"}
+    assert set(conv1["stats"]) == {"moments", "coverage", "histogram", "spectrum", "spatial", "covariance",
+                                   "connectivity", "impact"}
+    assert conv1["stats"]["impact"]["samples"] == 449  # the ζ pass saw every test sample
+    assert {"health", "coverage", "temporal", "connectivity", "crossmodal"} <= set(report["model"])
+    assert (tmp_path / "report.html").exists()
+
+
+def test_sequence_demo_finds_the_planted_frequencies(tmp_path):
+    from layerscope.zoo.sequence import FREQUENCIES
+
+    assert analyze("--model", "sequence-cnn", "--stats", "moments,spectrum", "--no-impact",
+                   "--out", str(tmp_path)) == 0
+    spectrum = json.loads((tmp_path / "report.json").read_text())["layers"]["conv1"]["stats"]["spectrum"]
+    step = spectrum["frequencies"][1] - spectrum["frequencies"][0]
+    found = [p["frequency"] for p in spectrum["peaks"]]
+    for f in FREQUENCIES:  # each planted frequency is a spectral peak of the first layer, within one bin
+        assert min(abs(f - g) for g in found) <= step, (f, found)
 
 
 def test_users_model_and_data(files, tmp_path, capsys):

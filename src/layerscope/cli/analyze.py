@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .._errors import ConfigError
 
 EXAMPLES = """examples:
-  layerscope analyze                                   # the built-in demo (digits CNN)
+  layerscope analyze                                   # the built-in demo (digits CNN), every statistic
+  layerscope analyze --model sequence-cnn              # the sequence demo (planted frequencies)
   layerscope analyze --model net.py:build_model --data val.npz --batch-size 64 --batches 100 \\
                      --layers "conv*,fc*" --out run1/ --device cpu
 """
@@ -22,14 +23,24 @@ EXAMPLES = """examples:
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("analyze", parents=[common], help="per-layer statistics of a model on data",
                        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="FILE.py:FACTORY, or a built-in model name (default: the digits demo)")
-    p.add_argument("--data", help="inputs as .npz (arrays 'x' and optional 'y') or .pt (tensor or (x, y))")
+    p.add_argument("--model", help="FILE.py:FACTORY, or a built-in model name (default: digits-cnn, "
+                   "a demo that brings its data; so does sequence-cnn)")
+    p.add_argument("--data", help="inputs as .npz (arrays 'x' and optional 'y') or .pt (tensor or (x, y)); "
+                   "required unless --model is a demo")
     p.add_argument("--reference-data", help="a profiling pass over this data first enables KMNC/NBC/SNAC coverage")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--batches", type=int, default=None, help="stop after this many batches (default: all)")
     p.add_argument("--layers", default="*", help="comma-separated globs / re:REGEX / exact names (default: all leaves)")
     p.add_argument("--exclude", default="", help="patterns of layers to leave out")
-    p.add_argument("--stats", default="moments,coverage,histogram", help="statistics to gather")
+    p.add_argument("--stats", default="all", help="statistics to gather, comma-separated, or 'all' (default)")
+    p.add_argument("--no-impact", dest="impact", action="store_false",
+                   help="skip the forward+backward pass that computes the Taylor impact (ζ) scores")
+    p.add_argument("--nperseg", type=int, default=None, help="Welch segment length for time-axis spectra")
+    p.add_argument("--fs", type=float, default=None, help="sampling rate of the time axis (default 1: normalised)")
+    p.add_argument("--spectrum-samples", default=None,
+                   help="samples per batch that feed the spectra (default 8; 'all' for every sample)")
+    p.add_argument("--stream-spectrum", action="store_true",
+                   help="also the spectrum of each channel's batch mean over consecutive batches")
     p.add_argument("--thresholds", default="0", help="activation-rate thresholds, comma-separated")
     p.add_argument("--out", default="report", help="output directory (default: ./report)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 … (default: cpu)")
@@ -46,17 +57,37 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
         raise ConfigError(f"{flag} takes comma-separated numbers, got {text!r}") from None
 
 
-def _demo_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
-    from ..zoo.digits import digits_data, trained_digits_cnn
+def _demo_inputs(name: str) -> tuple[Any, Any, Any, dict[str, Any]]:
+    from ..zoo import DEMOS
 
-    model = trained_digits_cnn()
-    x_train, _, x_test, y_test = digits_data()
-    return model, (x_test, y_test), x_train, {"model": "digits-cnn (built-in demo)", "data": "sklearn digits, test split"}
+    model, (x_train, _, x_test, y_test), described = DEMOS.get(name)()
+    return model, (x_test, y_test), x_train, {"model": f"{name} (built-in demo)", "data": described}
+
+
+def _spectrum_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.nperseg is not None:
+        options["nperseg"] = args.nperseg
+    if args.fs is not None:
+        options["fs"] = args.fs
+    if args.spectrum_samples is not None:
+        text = args.spectrum_samples.strip().lower()
+        if text != "all" and not text.isdigit():
+            raise ConfigError(f"--spectrum-samples takes a number or 'all', got {args.spectrum_samples!r}")
+        options["spectrum_samples"] = None if text == "all" else int(text)
+    if args.stream_spectrum:
+        options["stream_spectrum"] = True
+    return options
 
 
 def _user_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
+    from ..zoo import DEMOS
+
+    if not args.data and args.model in DEMOS:
+        return _demo_inputs(args.model)
     if not args.data:
-        raise ConfigError("--data is required with --model (a .npz or .pt file of inputs)")
+        raise ConfigError(f"--data is required with --model (a .npz or .pt file of inputs); the built-in "
+                          f"demos {', '.join(DEMOS.names())} bring their own")
     from .._data import load_arrays
     from .._loading import load_model
 
@@ -79,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # files and pipes get the whole table
-    model, data, reference, described = (_user_inputs if args.model else _demo_inputs)(args)
+    model, data, reference, described = _user_inputs(args) if args.model else _demo_inputs("digits-cnn")
     n = data[0].shape[0]
     total = -(-n // args.batch_size) if args.batch_size > 0 else 0
     total = min(total, args.batches) if args.batches else total
@@ -90,10 +121,10 @@ def run(args: argparse.Namespace) -> int:
         task = bar.add_task("batches", total=total)
         result = analyze(
             model, data, batch_size=args.batch_size, batches=args.batches, layers=args.layers,
-            exclude=args.exclude or (), stats=[s.strip() for s in args.stats.split(",") if s.strip()],
+            exclude=args.exclude or (), stats=args.stats, impact=args.impact,
             thresholds=_floats(args.thresholds, "--thresholds"), reference_data=reference,
             device=args.device, backend=args.backend, config=config,
-            progress=lambda k: bar.advance(task, k),
+            progress=lambda k: bar.advance(task, k), **_spectrum_options(args),
         )
     print_summary(result, console)
     paths = result.save(Path(args.out))

@@ -12,6 +12,8 @@ from torch import nn
 from .._registry import Registry
 
 MODELS: Registry[Any] = Registry("built-in model")
+# Demos: name → () -> (trained model, (x_train, y_train, x_test, y_test), description of the data)
+DEMOS: Registry[Any] = Registry("built-in demo")
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_bytes
-from . import MODELS
+from . import DEMOS, MODELS
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,11 @@ def trained_digits_cnn(cache: bool = True) -> DigitsCNN:
 @MODELS.register("digits-cnn")
 def digits_cnn(pretrained: bool = True) -> DigitsCNN:
     return trained_digits_cnn() if pretrained else DigitsCNN()
+
+
+@DEMOS.register("digits-cnn")
+def digits_demo() -> tuple[nn.Module, tuple[torch.Tensor, ...], str]:
+    return trained_digits_cnn(), digits_data(), "sklearn digits (8×8 images), test split"
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

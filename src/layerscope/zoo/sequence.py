@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_bytes
-from . import MODELS
+from . import DEMOS, MODELS
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,12 @@ def trained_sequence_cnn(cache: bool = True) -> SequenceCNN:
 @MODELS.register("sequence-cnn")
 def sequence_cnn(pretrained: bool = True) -> SequenceCNN:
     return trained_sequence_cnn() if pretrained else SequenceCNN()
+
+
+@DEMOS.register("sequence-cnn")
+def sequence_demo() -> tuple[nn.Module, tuple[torch.Tensor, ...], str]:
+    freqs = ", ".join(f"{f:g}" for f in FREQUENCIES)
+    return trained_sequence_cnn(), sequence_data(), f"sinusoids at {freqs} cycles/sample + noise, test split"
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
