@@ -1,79 +1,167 @@
 """Kernel dispatch: one place that picks a backend for each activation and can say why.
 
-Backends register themselves in :data:`BACKENDS` with a function ``available(tensor) -> (bool, why)``
-and the kernels they implement. Order of preference: native (C++, CPU) → triton (CUDA) → torch.
+Backends register themselves in :data:`BACKENDS` with a function ``available(device, dtype) -> (bool,
+why)`` and the kernels they implement (``channel_reduce``; optionally ``histogram`` and ``scan``).
+Order of preference: native (C++, CPU; priority 10) → triton (CUDA; 20) → torch (any device; 100).
+A backend that lacks a kernel is skipped for that kernel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from .._errors import ConfigError
 from .._registry import Registry
 from ..capture.layout import LayoutView
 from ._contract import ChannelStats
+from ._histogram import check_histogram_args, histogram_torch
+from ._scan import ScanKernels, scan_backward_torch, scan_forward_torch
 from ._torch import channel_reduce_torch
 
-__all__ = ["BACKENDS", "Backend", "ChannelStats", "backend_info", "channel_reduce", "select_backend"]
+__all__ = [
+    "BACKENDS",
+    "KERNELS",
+    "Backend",
+    "ChannelStats",
+    "ScanKernels",
+    "backend_info",
+    "channel_reduce",
+    "histogram",
+    "kernel_environment",
+    "select_backend",
+]
+
+KERNELS = ("channel_reduce", "histogram", "scan")
 
 
 @dataclass(frozen=True)
 class Backend:
     name: str
-    # (device type, dtype) → (usable?, reason). Must be cheap: it is cached per (device, dtype).
+    # (device, dtype) → (usable?, reason). Must be cheap: it is cached per (device type, dtype, kernel).
     available: Callable[[torch.device, torch.dtype], tuple[bool, str]]
     channel_reduce: Callable[[LayoutView, Sequence[float]], ChannelStats]
     priority: int  # lower is preferred
+    # (x, bins, lo, hi) → int64 [bins]; see :func:`histogram` for the semantics
+    histogram: Callable[[torch.Tensor, int, float, float], torch.Tensor] | None = None
+    scan: ScanKernels | None = None
 
 
 BACKENDS: Registry[Backend] = Registry("kernel backend")
 
 BACKENDS.register("torch")(
-    Backend("torch", lambda device, dtype: (True, "reference torch ops"), channel_reduce_torch, priority=100)
+    Backend(
+        "torch",
+        lambda device, dtype: (True, "reference torch ops"),
+        channel_reduce_torch,
+        priority=100,
+        histogram=histogram_torch,
+        scan=ScanKernels(scan_forward_torch, scan_backward_torch),
+    )
 )
 
-_choice_cache: dict[tuple[str, torch.dtype, str | None], tuple[Backend, str]] = {}
+_choice_cache: dict[tuple[str, torch.dtype, str | None, str], tuple[Backend, str]] = {}
 
 
-def select_backend(device: torch.device, dtype: torch.dtype, force: str | None = None) -> tuple[Backend, str]:
-    """The backend used for tensors of ``device``/``dtype``, and a sentence saying why."""
-    key = (device.type, dtype, force)
+def select_backend(
+    device: torch.device, dtype: torch.dtype, force: str | None = None, kernel: str = "channel_reduce"
+) -> tuple[Backend, str]:
+    """The backend that runs ``kernel`` on tensors of ``device``/``dtype``, and a sentence saying why."""
+    if kernel not in KERNELS:
+        raise ConfigError(f"unknown kernel {kernel!r}; choose one of: {', '.join(KERNELS)}")
+    key = (device.type, dtype, force, kernel)
     if key not in _choice_cache:
-        if force is not None:
-            backend = BACKENDS.get(force)
-            ok, why = backend.available(device, dtype)
-            if not ok:
-                from .._errors import ConfigError
-
-                raise ConfigError(f"kernel backend {force!r} cannot run on {device.type}/{dtype}: {why}")
-            _choice_cache[key] = (backend, f"forced: {why}")
-        else:
-            reasons = []
-            for name in sorted(BACKENDS, key=lambda n: BACKENDS.get(n).priority):
-                backend = BACKENDS.get(name)
-                ok, why = backend.available(device, dtype)
-                if ok:
-                    _choice_cache[key] = (backend, "; ".join([*reasons, f"{name}: {why}"]))
-                    break
-                reasons.append(f"{name} unavailable ({why})")
+        _choice_cache[key] = (
+            _forced(device, dtype, force, kernel) if force else _preferred(device, dtype, kernel)
+        )
     return _choice_cache[key]
 
 
+def _forced(device: torch.device, dtype: torch.dtype, force: str, kernel: str) -> tuple[Backend, str]:
+    backend = BACKENDS.get(force)
+    if getattr(backend, kernel) is None:
+        raise ConfigError(f"kernel backend {force!r} has no {kernel} kernel")
+    ok, why = backend.available(device, dtype)
+    if not ok:
+        raise ConfigError(f"kernel backend {force!r} cannot run on {device.type}/{dtype}: {why}")
+    return backend, f"forced: {why}"
+
+
+def _preferred(device: torch.device, dtype: torch.dtype, kernel: str) -> tuple[Backend, str]:
+    reasons = []
+    for name in sorted(BACKENDS, key=lambda n: BACKENDS.get(n).priority):
+        backend = BACKENDS.get(name)
+        if getattr(backend, kernel) is None:
+            reasons.append(f"{name} has no {kernel} kernel")
+            continue
+        ok, why = backend.available(device, dtype)
+        if ok:
+            return backend, "; ".join([*reasons, f"{name}: {why}"])
+        reasons.append(f"{name} unavailable ({why})")
+    raise ConfigError(f"no kernel backend runs {kernel} on {device.type}/{dtype}: {'; '.join(reasons)}")
+
+
 def channel_reduce(view: LayoutView, thresholds: Sequence[float], backend: str | None = None) -> ChannelStats:
+    """Per-channel statistics of one activation in one read (see :class:`ChannelStats`)."""
     chosen, _ = select_backend(view.data.device, view.data.dtype, backend)
     return chosen.channel_reduce(view, thresholds)
 
 
-def backend_info() -> dict[str, str]:
-    """Which backend handles float32 activations on CPU and on CUDA, and why (for `layerscope info`)."""
+def histogram(x: torch.Tensor, bins: int, lo: float, hi: float, backend: str | None = None) -> torch.Tensor:
+    """Counts of the values of ``x`` (any shape) in ``bins`` equal bins over ``[lo, hi]``: int64 ``[bins]``.
+
+    Bin ``j`` holds ``edge[j] <= x < edge[j+1]`` with float64 edges ``edge[j] = lo + j·((hi − lo)/bins)``
+    and ``edge[bins] = hi``; the last bin is closed, so ``x == hi`` is counted in it. The comparison is
+    exact (a value on an edge goes to the bin that starts there, in every backend). Values below ``lo``
+    or above ``hi``, NaN and ±Inf are **not counted** (compare ``counts.sum()`` with ``x.numel()`` to
+    see how many were left out). ``lo < hi`` must be finite.
+    """
+    bins, lo, hi = check_histogram_args(bins, lo, hi)
+    chosen, _ = select_backend(x.device, x.dtype, backend, kernel="histogram")
+    return chosen.histogram(x.detach(), bins, lo, hi)
+
+
+def kernel_environment() -> dict[str, Any]:
+    """What ``layerscope info`` prints: versions, threads, how the native module was built, Triton,
+    and for each kernel the backend chosen on CPU and on CUDA (float32) with the reason."""
+    import numpy
+
+    from .._optional import has
+    from ._native import build_info, native_error
+
+    triton_version = None
+    if has("triton"):
+        try:
+            import triton
+
+            triton_version = triton.__version__
+        except Exception as exc:  # a broken install: say so rather than fail
+            triton_version = f"installed but import failed: {exc}"
+    return {
+        "versions": {"torch": torch.__version__, "numpy": numpy.__version__},
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "native": build_info() or {"error": native_error()},
+        "triton": triton_version,
+        "backends": {kernel: backend_info(kernel) for kernel in KERNELS},
+    }
+
+
+def backend_info(kernel: str = "channel_reduce") -> dict[str, str]:
+    """Which backend runs ``kernel`` on float32 tensors on CPU and on CUDA, and why (`layerscope info`)."""
     info = {}
     for dev in ("cpu", "cuda"):
-        backend, why = select_backend(torch.device(dev), torch.float32)
-        info[dev] = f"{backend.name} — {why}"
+        try:
+            backend, why = select_backend(torch.device(dev), torch.float32, kernel=kernel)
+            info[dev] = f"{backend.name} — {why}"
+        except ConfigError as exc:
+            info[dev] = f"none — {exc}"
     return info
 
 
 # Optional backends register themselves on import; a missing one is not an error.
-from . import _native as _native  # noqa: E402,F401
+from . import _native as _native  # noqa: E402
+from . import _triton as _triton  # noqa: E402

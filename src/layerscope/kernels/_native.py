@@ -1,1 +1,128 @@
-"""Native C++ backend (``layerscope._C``). Registered when the extension was built."""
+"""Native C++ backend (``layerscope._C``): CPU tensors of float32, float64, float16 and bfloat16.
+
+Registered in every case; when the extension was not built its ``available`` says why and one warning
+tells the user that the torch path is used. Tensors reach the extension zero-copy through NumPy views
+(bfloat16, which NumPy lacks, as the int16 view of its storage plus a dtype tag), with their strides.
+The thread count is ``torch.get_num_threads()`` at each call.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..capture.layout import LayoutView
+from . import BACKENDS, Backend
+from ._contract import ChannelStats
+from ._histogram import dense_flat
+from ._scan import ScanKernels
+
+try:
+    from .. import _C
+except ImportError as exc:  # no compiler at install time, or a broken build
+    _C = None
+    _MISSING = f"layerscope._C not built: {exc}"
+else:
+    _MISSING = ""
+
+_TAGS = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+}
+_warned = False
+
+
+def build_info() -> dict[str, Any] | None:
+    """How ``layerscope._C`` was compiled (``openmp``, ``simd``, ``compiler`` …), or None if not built."""
+    return dict(_C.build_info()) if _C is not None else None
+
+
+def native_error() -> str:
+    """Why ``layerscope._C`` is not usable ('' when it is)."""
+    return _MISSING
+
+
+def _warn_missing() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            f"{_MISSING}. layerscope uses its torch kernels on CPU (several passes per statistic). "
+            "Install a C++17 compiler and reinstall layerscope to build the native kernels.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def available(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
+    if _C is None:
+        if device.type == "cpu":
+            _warn_missing()
+        return False, _MISSING
+    if device.type != "cpu":
+        return False, f"tensor on {device.type}"
+    if dtype not in _TAGS:
+        return False, f"dtype {dtype} not supported (float32, float64, float16, bfloat16)"
+    omp = "OpenMP" if _C.build_info()["openmp"] else "no OpenMP: one thread"
+    return True, f"layerscope._C, C++ ({omp})"
+
+
+def as_array(t: torch.Tensor) -> np.ndarray:
+    """Zero-copy NumPy view of a CPU tensor, strides kept (bfloat16 → its int16 bits)."""
+    t = t.detach().resolve_conj().resolve_neg()
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def channel_reduce_native(view: LayoutView, thresholds: Sequence[float]) -> ChannelStats:
+    x = view.ncs()  # [N, C, S]: a strided view for channels-last data; the kernel reads either order
+    thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    out = _C.channel_reduce(as_array(x), _TAGS[x.dtype], thr, torch.get_num_threads())
+    return ChannelStats(**{k: torch.from_numpy(v) for k, v in out.items()})
+
+
+def histogram_native(x: torch.Tensor, bins: int, lo: float, hi: float) -> torch.Tensor:
+    flat = dense_flat(x)
+    return torch.from_numpy(
+        _C.histogram(as_array(flat), _TAGS[x.dtype], bins, lo, hi, torch.get_num_threads())
+    )
+
+
+def _h0_array(h0: torch.Tensor | None) -> np.ndarray | None:
+    return None if h0 is None else as_array(h0.contiguous())
+
+
+def scan_forward_native(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    h = _C.scan_forward(as_array(a), as_array(b), _h0_array(h0), _TAGS[a.dtype], torch.get_num_threads())
+    return torch.from_numpy(h)
+
+
+def scan_backward_native(
+    a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, grad_h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    grads = _C.scan_backward(
+        as_array(a),
+        as_array(h),
+        _h0_array(h0),
+        as_array(grad_h.to(a.dtype).contiguous()),
+        _TAGS[a.dtype],
+        torch.get_num_threads(),
+    )
+    return tuple(None if g is None else torch.from_numpy(g) for g in grads)  # type: ignore[return-value]
+
+
+BACKENDS.register("native")(
+    Backend(
+        "native",
+        available,
+        channel_reduce_native,
+        priority=10,
+        histogram=histogram_native,
+        scan=ScanKernels(scan_forward_native, scan_backward_native),
+    )
+)

@@ -1,0 +1,111 @@
+"""Fused channel reduction: native kernel vs the torch paths vs a memcpy of the same bytes.
+
+For 1, 8 and 64 MiB float32 activations in two layouts (a conv map [N, C, H·W], channels first, and
+a transformer activation [B, T, C], channels last), measured in ONE run, repeats interleaved, medians:
+
+  native   — kernels.channel_reduce(view, thresholds, backend="native"): one read, every statistic
+  torch    — the same call with backend="torch" (the library's torch reference path)
+  ops      — the plain torch ops the issue measured: var_mean, amin, amax, (x > t).sum per threshold
+  memcpy   — dst.copy_(x) into a preallocated tensor (read + write of the same bytes)
+  alloc+cp — torch.empty_like(x).copy_(x) (what a copy costs with a fresh buffer)
+
+Not a test: prints numbers, asserts nothing. Other processes on the machine make timings noisy.
+
+    python benchmarks/bench_kernels.py                # 2 threads, 15 repeats
+    python benchmarks/bench_kernels.py --threads 1 --repeats 31
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from layerscope import kernels
+from layerscope.capture.layout import Axis, LayoutView
+
+THRESHOLDS = (0.0, 0.5)
+
+
+def torch_ops(x: torch.Tensor, dims: tuple[int, ...]) -> None:
+    """The several-pass torch baseline of the issue (var_mean, min, max, one count per threshold)."""
+    torch.var_mean(x, dim=dims, correction=0)
+    x.amin(dim=dims)
+    x.amax(dim=dims)
+    for t in THRESHOLDS:
+        (x > t).sum(dim=dims)
+
+
+def activation(mib: int, channels_last: bool) -> LayoutView:
+    numel = mib * 2**20 // 4
+    if channels_last:  # [B, T, C] with C = 1024
+        shape = (8, numel // (8 * 1024), 1024)
+    else:  # [N, C, H·W] with N = 64, C = 64
+        shape = (64, 64, numel // (64 * 64))
+    x = torch.randn(*shape)
+    return LayoutView(
+        x, channels_last, Axis.TIME if channels_last else Axis.SPACE, (shape[1 if channels_last else 2],)
+    )
+
+
+def medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each function; the repeats are interleaved so that drift hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():
+        f()  # warm-up
+    for _ in range(repeats):
+        for name, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench(mib: int, channels_last: bool, repeats: int) -> dict[str, float]:
+    view = activation(mib, channels_last)
+    x = view.data
+    dims = (0, 1) if channels_last else (0, 2)
+    dst = torch.empty_like(x)
+    fns = {
+        "native": lambda: kernels.channel_reduce(view, THRESHOLDS, backend="native"),
+        "torch": lambda: kernels.channel_reduce(view, THRESHOLDS, backend="torch"),
+        "ops": lambda: torch_ops(x, dims),
+        "memcpy": lambda: dst.copy_(x),
+        "alloc+cp": lambda: torch.empty_like(x).copy_(x),
+    }
+    return medians(fns, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--sizes", default="1,8,64", help="MiB, comma-separated")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    backend, why = kernels.select_backend(torch.device("cpu"), torch.float32)
+    print(f"threads={args.threads}  repeats={args.repeats} (medians)  CPU backend: {backend.name} ({why})")
+    print(
+        f"{'size':>6} {'layout':<12} {'native':>9} {'torch':>9} {'ops':>9} {'memcpy':>9} {'alloc+cp':>9} │"
+        f" {'torch/nat':>9} {'ops/nat':>8} {'nat/memcpy':>10} {'nat/alloc+cp':>12}"
+    )
+    for mib in (int(s) for s in args.sizes.split(",")):
+        for channels_last in (False, True):
+            t = bench(mib, channels_last, args.repeats)
+            layout = "[B,T,C] last" if channels_last else "[N,C,S] first"
+            ms = {k: v * 1e3 for k, v in t.items()}
+            nat = t["native"]
+            print(
+                f"{mib:>4}Mi {layout:<12} {ms['native']:>8.3f}m {ms['torch']:>8.3f}m {ms['ops']:>8.3f}m"
+                f" {ms['memcpy']:>8.3f}m {ms['alloc+cp']:>8.3f}m │ {t['torch'] / nat:>8.1f}x"
+                f" {t['ops'] / nat:>7.1f}x {nat / t['memcpy']:>9.2f}x {nat / t['alloc+cp']:>11.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+// Fused per-channel reduction in one read of the activation.
+//
+// The data is cut into blocks of a few thousand elements, each reduced in two passes while it sits in
+// cache (reduce_blocks.hpp): pass 1 gives min, max, zero count and an estimate m̃ of the mean; the
+// threshold counts follow; pass 2 gives Σd and Σd² of d = x − m̃ in float64, hence the block's mean
+// m̃ + Σd/n and M2 = Σd² − (Σd)²/n (no cancellation: m̃ is close to the mean). Block results are
+// folded with Chan, Golub & LeVeque's pairwise update ("Updating formulae and a pairwise algorithm for
+// computing sample variances", 1979) in float64, means kept as m̃ + offset. A block whose pass-1 sum
+// is not finite holds a NaN or an Inf (or values near the float limit): it is redone with masks, so
+// that moments, extremes and threshold counts are over finite values only (the ChannelStats contract).
+//
+// Work is cut into units (runs of positions of one channel, or blocks of channels-last rows); units
+// are dealt out to a fixed number of groups, groups to threads dynamically (a thread that loses its
+// core to another process does not hold up the others), and groups are merged in group order, so a
+// result does not depend on the scheduling.
+#include "reduce.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "reduce_blocks.hpp"
+
+namespace ls {
+namespace {
+
+constexpr int kUnitsPerThread = 8;            // units of work wanted per thread (load balance)
+constexpr int kGroupsPerThread = 4;           // accumulator groups per thread, dealt out dynamically
+constexpr i64 kMaxGroupCells = i64(1) << 20;  // (group, channel) accumulators kept at most
+
+// ---- per-group channel accumulators (structure of arrays over channels [c0, c0 + c)) ----------------
+
+struct ChannelAcc {
+    i64 c0 = 0, c = 0;
+    int num_thr = 0;
+    std::vector<double> count, ref, rel, m2, min, max;  // count: float64 while accumulating; mean = ref + rel
+    std::vector<i64> zeros, nan, inf, above;        // above: [T, c]
+
+    void init(i64 first, i64 channels, int thresholds) {
+        c0 = first, c = channels, num_thr = thresholds;
+        count.assign(c, 0.0), ref.assign(c, 0.0), rel.assign(c, 0.0), m2.assign(c, 0.0);
+        min.assign(c, std::numeric_limits<double>::infinity());
+        max.assign(c, -std::numeric_limits<double>::infinity());
+        zeros.assign(c, 0), nan.assign(c, 0), inf.assign(c, 0);
+        above.assign(static_cast<std::size_t>(c) * num_thr, 0);
+    }
+
+    bool holds(i64 ch) const { return ch >= c0 && ch < c0 + c; }
+
+    void add(i64 ch, const Partial& p, const i64* above_p, i64 above_stride) {
+        const i64 i = ch - c0;
+        chan_merge(count[i], ref[i], rel[i], m2[i], static_cast<double>(p.n), p.ref, p.rel, p.m2);
+        min[i] = std::min(min[i], p.min);
+        max[i] = std::max(max[i], p.max);
+        zeros[i] += p.zeros, nan[i] += p.nan, inf[i] += p.inf;
+        for (int t = 0; t < num_thr; ++t) above[t * c + i] += above_p[t * above_stride];
+    }
+
+    // A finite tile block of channels [ch, ch + width): rows values in each.
+    template <class E>
+    void add_tile(i64 ch, const TileScratch<E>& ts, i64 rows, i64 width) {
+        const i64 i = ch - c0;
+        merge_tile(ts, static_cast<double>(rows), width, num_thr, &count[i], &ref[i], &rel[i], &m2[i], &min[i], &max[i],
+                   &zeros[i], above.data() + i, c);
+    }
+};
+
+// ---- the plan: units of work, their groups, and the loops over them ----------------------------------
+
+template <class In>
+class Reducer {
+    using E = acc_t<In>;
+
+public:
+    Reducer(const Strided3& x, const double* thr, int num_thr, int threads)
+        : x_(x), in_(static_cast<const In*>(x.data)), num_thr_(num_thr), threads_(threads), thr_(num_thr) {
+        for (int t = 0; t < num_thr; ++t) thr_[t] = round_down<E>(thr[t]);
+        channels_last_ = x.s == 1 || (x.c != 1 && std::llabs(x.sc) < std::llabs(x.ss));
+        if (channels_last_) plan_rows();
+        else plan_channels();
+        groups_ = std::max<i64>(1, std::min<i64>(units_, static_cast<i64>(threads) * kGroupsPerThread));
+        if (channels_last_ && channel_groups_ == 1)  // each group holds every channel: bound the memory
+            groups_ = std::max<i64>(1, std::min(groups_, kMaxGroupCells / std::max<i64>(x.c, 1)));
+    }
+
+    void run(const ReduceOut& out) {
+        std::vector<ChannelAcc> acc(groups_);
+        out_ = &out;
+        if (x_.s == 0) std::fill_n(out.sample_mean, x_.n * x_.c, std::numeric_limits<double>::quiet_NaN());
+        if (chunks_ > 1) {
+            sample_sum_.assign(static_cast<std::size_t>(chunks_) * x_.n * x_.c, 0.0);
+            sample_cnt_.assign(sample_sum_.size(), 0);
+        }
+        FirstError error;
+#pragma omp parallel num_threads(threads_)
+        {
+            std::unique_ptr<Scratch> scratch;
+            error.run([&] { scratch = std::make_unique<Scratch>(*this); });
+#pragma omp for schedule(dynamic, 1)
+            for (i64 g = 0; g < groups_; ++g) {
+                if (!scratch) continue;
+                error.run([&] {
+                    i64 u0, u1;
+                    split_range(units_, static_cast<int>(groups_), static_cast<int>(g), u0, u1);
+                    if (channels_last_) run_rows(acc[g], *scratch, u0, u1);
+                    else run_channels(acc[g], *scratch, u0, u1);
+                });
+            }
+        }
+        error.rethrow();
+        finish(acc, out);
+    }
+
+private:
+    const Strided3 x_;
+    const In* in_;
+    int num_thr_, threads_;
+    std::vector<E> thr_;
+    bool channels_last_ = false;
+    i64 units_ = 0, groups_ = 1;
+    i64 chunks_ = 1, chunk_len_ = 1;  // pieces of one (sample, channel) run, for parallelism
+    i64 samples_per_block_ = 0;       // short runs / short S: whole samples per block (0: off)
+    i64 tile_ = 1, rows_ = 1;         // channels last: channels per tile, positions per block
+    i64 channel_groups_ = 1, channel_group_len_ = 0;
+    const ReduceOut* out_ = nullptr;
+    std::vector<double> sample_sum_;  // [chunks, N, C], only when a run is cut into chunks
+    std::vector<i64> sample_cnt_;
+
+    struct Scratch {
+        std::vector<E> values;
+        std::vector<i64> above;
+        TileScratch<E> tile;
+        std::vector<double> unit_sum;  // channels last: per-channel sums of one sample's chunk
+        std::vector<i64> unit_cnt;
+        std::vector<double> row_sums;  // channels first: per-run sums and finite counts
+        std::vector<i64> row_counts;
+        explicit Scratch(const Reducer& r)
+            : values(static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_))), above(r.num_thr_),
+              tile(r.tile_, r.num_thr_), unit_sum(r.channel_group_len_), unit_cnt(r.channel_group_len_),
+              row_sums(std::max<i64>(r.samples_per_block_, 1)), row_counts(row_sums.size()) {}
+    };
+
+    static i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / std::max<i64>(b, 1); }
+
+    // channels first, units channel-major so that a group sees few channels:
+    //   S ≤ kBlock: (channel, block of samples), their runs reduced together;
+    //   longer runs: (channel, sample, chunk of S), in blocks of kBlock positions.
+    void plan_channels() {
+        const i64 want = static_cast<i64>(threads_) * kUnitsPerThread, rows = x_.n * x_.c;
+        if (x_.s <= kBlock) {
+            samples_per_block_ = std::max<i64>(1, kBlock / std::max<i64>(x_.s, 1));
+            units_ = x_.c * ceil_div(x_.n, samples_per_block_);
+            return;
+        }
+        if (rows < want) chunks_ = std::min(ceil_div(want, rows), ceil_div(x_.s, kBlock));
+        chunk_len_ = ceil_div(x_.s, chunks_);
+        units_ = rows * chunks_;
+    }
+
+    // channels last: units (channel group, sample, chunk) or (channel group, block of whole samples)
+    void plan_rows() {
+        const i64 want = static_cast<i64>(threads_) * kUnitsPerThread;
+        tile_ = std::max<i64>(1, std::min(x_.c, kTile));
+        rows_ = std::max<i64>(1, kTileBlock / tile_);
+        if (x_.s < rows_) {  // short S (e.g. [N, 1, C] from a Linear layer): blocks of whole samples
+            const bool uniform = x_.sn == x_.s * x_.ss;
+            samples_per_block_ = uniform ? std::max<i64>(1, rows_ / std::max<i64>(x_.s, 1)) : 1;
+            units_ = ceil_div(x_.n, samples_per_block_);
+        } else {
+            if (x_.n < want) chunks_ = std::min(ceil_div(want, x_.n), ceil_div(x_.s, rows_));
+            chunk_len_ = ceil_div(x_.s, chunks_);
+            units_ = x_.n * chunks_;
+        }
+        const i64 tiles = ceil_div(x_.c, tile_);
+        if (units_ < want && tiles > 1) channel_groups_ = std::min(tiles, ceil_div(want, units_));
+        channel_group_len_ = ceil_div(tiles, channel_groups_) * tile_;
+        units_ *= channel_groups_;
+    }
+
+    // -- channels first --
+    void run_channels(ChannelAcc& acc, Scratch& sc, i64 u0, i64 u1) {
+        if (u0 >= u1) return;
+        const i64 per_channel = units_ / std::max<i64>(x_.c, 1);
+        acc.init(u0 / per_channel, (u1 - 1) / per_channel - u0 / per_channel + 1, num_thr_);
+        for (i64 u = u0; u < u1; ++u) {
+            const i64 ch = u / per_channel, rest = u % per_channel;
+            if (samples_per_block_) {
+                const i64 n0 = rest * samples_per_block_, n1 = std::min(x_.n, n0 + samples_per_block_);
+                const In* first = in_ + n0 * x_.sn + ch * x_.sc;
+                runs(acc, sc, ch, first, n1 - n0, x_.sn, x_.s);
+                for (i64 n = n0; n < n1; ++n) put_sample(0, n, ch, sc.row_sums[n - n0], sc.row_counts[n - n0]);
+            } else {
+                long_run(acc, sc, ch, rest / chunks_, rest % chunks_);
+            }
+        }
+    }
+
+    // rows runs of len positions of channel ch (run r at first + r·stride), folded into acc; their
+    // sums and finite counts land in sc.row_sums / sc.row_counts.
+    void runs(ChannelAcc& acc, Scratch& sc, i64 ch, const In* first, i64 rows, i64 stride, i64 len) {
+        if (rows == 0 || len == 0) {
+            std::fill_n(sc.row_sums.data(), rows, 0.0), std::fill_n(sc.row_counts.data(), rows, 0);
+            return;
+        }
+        i64 ld = stride;
+        const E* v = load_runs(first, rows, stride, len, sc.values.data(), ld);
+        std::fill(sc.above.begin(), sc.above.end(), 0);
+        Partial p;
+        if (runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data())) {
+            std::fill_n(sc.row_counts.data(), rows, len);
+        } else {
+            for (i64 r = 0; r < rows; ++r) {  // masked, run by run
+                Partial q;
+                run_masked(v + r * ld, len, 1, thr_.data(), num_thr_, q, sc.above.data());
+                sc.row_sums[r] = (q.ref + q.rel) * static_cast<double>(q.n), sc.row_counts[r] = q.n;
+                double n = static_cast<double>(p.n);
+                chan_merge(n, p.ref, p.rel, p.m2, static_cast<double>(q.n), q.ref, q.rel, q.m2);
+                p.n = static_cast<i64>(n), p.zeros += q.zeros, p.nan += q.nan, p.inf += q.inf;
+                p.min = std::min(p.min, q.min), p.max = std::max(p.max, q.max);
+            }
+        }
+        acc.add(ch, p, sc.above.data(), 1);
+    }
+
+    // Compute-type values of the runs: the input itself when it is, with unit stride; else a copy.
+    const E* load_runs(const In* first, i64 rows, i64 stride, i64 len, E* scratch, i64& ld) {
+        if constexpr (std::is_same_v<In, E>) {
+            if (x_.ss == 1) return first;
+        }
+        for (i64 r = 0; r < rows; ++r) {
+            E* dst = scratch + r * len;
+            const E* src = load_run(first + r * stride, x_.ss, len, dst);
+            if (src != dst) std::copy_n(src, len, dst);
+        }
+        ld = len;
+        return scratch;
+    }
+
+    void long_run(ChannelAcc& acc, Scratch& sc, i64 ch, i64 n, i64 k) {
+        const i64 s0 = k * chunk_len_, s1 = std::min(x_.s, s0 + chunk_len_);
+        const In* row = in_ + n * x_.sn + ch * x_.sc;
+        i64 count = 0;
+        double sum = 0;
+        for (i64 b = s0; b < s1; b += kBlock) {
+            runs(acc, sc, ch, row + b * x_.ss, 1, 0, std::min(kBlock, s1 - b));
+            count += sc.row_counts[0], sum += sc.row_sums[0];
+        }
+        put_sample(k, n, ch, sum, count);
+    }
+
+    // The sum and count of the finite values of sample n, channel ch (chunk k of its run).
+    void put_sample(i64 k, i64 n, i64 ch, double sum, i64 count) {
+        const std::size_t at = (static_cast<std::size_t>(k) * x_.n + n) * x_.c + ch;
+        if (chunks_ > 1) {
+            sample_sum_[at] = sum, sample_cnt_[at] = count;
+        } else {
+            out_->sample_mean[at] = count ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
+        }
+    }
+
+    // -- channels last: rows of C channels per (sample, position) --
+    void run_rows(ChannelAcc& acc, Scratch& sc, i64 u0, i64 u1) {
+        if (u0 >= u1) return;
+        const i64 per_group = units_ / channel_groups_;
+        const i64 cg0 = u0 / per_group, cg1 = (u1 - 1) / per_group;
+        const i64 c_first = cg0 * channel_group_len_;
+        acc.init(c_first, std::min(x_.c, (cg1 + 1) * channel_group_len_) - c_first, num_thr_);
+        for (i64 u = u0; u < u1; ++u) {
+            const i64 cg = u / per_group, rest = u % per_group;
+            const i64 c0 = cg * channel_group_len_, c1 = std::min(x_.c, c0 + channel_group_len_);
+            if (samples_per_block_) {
+                const i64 n0 = rest * samples_per_block_, n1 = std::min(x_.n, n0 + samples_per_block_);
+                if (x_.s == 0) continue;
+                for (i64 c = c0; c < c1; c += tile_)
+                    block(acc, sc, in_ + n0 * x_.sn, (n1 - n0) * x_.s, c, std::min(tile_, c1 - c), n0, -1);
+            } else {
+                const i64 k = rest % chunks_, n = rest / chunks_;
+                const i64 s0 = k * chunk_len_, s1 = std::min(x_.s, s0 + chunk_len_);
+                std::fill_n(sc.unit_sum.data(), c1 - c0, 0.0);
+                std::fill_n(sc.unit_cnt.data(), c1 - c0, 0);
+                for (i64 b = s0; b < s1; b += rows_) {
+                    const In* base = in_ + n * x_.sn + b * x_.ss;
+                    for (i64 c = c0; c < c1; c += tile_)
+                        block(acc, sc, base, std::min(rows_, s1 - b), c, std::min(tile_, c1 - c), n, c - c0);
+                }
+                for (i64 c = c0; c < c1; ++c) put_sample(k, n, c, sc.unit_sum[c - c0], sc.unit_cnt[c - c0]);
+            }
+        }
+    }
+
+    // One block: rows × width values from base (+ channel c0). With unit_at ≥ 0 the rows are positions
+    // of sample n and their sums go to the unit's sample sums at unit_at; otherwise they are whole
+    // samples n, n+1, … of S rows each.
+    void block(ChannelAcc& acc, Scratch& sc, const In* base, i64 rows, i64 c0, i64 width, i64 n, i64 unit_at) {
+        i64 ld = 0;
+        const E* v = load_tile(base + c0 * x_.sc, rows, x_.ss, width, x_.sc, sc.values.data(), ld);
+        TileScratch<E>& ts = sc.tile;
+        const i64 group_rows = unit_at < 0 ? x_.s : rows;
+        const bool finite = tile_fast(v, rows, ld, width, group_rows, thr_.data(), num_thr_, ts);
+        if (finite) {
+            acc.add_tile(c0, ts, rows, width);
+        } else {
+            tile_masked(v, rows, ld, width, thr_.data(), num_thr_, ts);
+            for (i64 w = 0; w < width; ++w) acc.add(c0 + w, ts.masked[w], ts.masked_above.data() + w * num_thr_, 1);
+        }
+        if (unit_at < 0 && finite) {  // sample means: shift + Σd/S over the sample's rows (chunks_ == 1 here)
+            const double inv = 1.0 / static_cast<double>(x_.s);
+            for (i64 g = 0; g < rows / x_.s; ++g) {
+                double* out = out_->sample_mean + (n + g) * x_.c + c0;
+                const double* gsd = ts.group_sd.data() + g * width;
+#pragma omp simd
+                for (i64 w = 0; w < width; ++w) out[w] = ts.shift[w] + gsd[w] * inv;
+            }
+            return;
+        }
+        if (unit_at < 0) {
+            whole_samples(v, ld, rows, n, c0, width, sc);
+            return;
+        }
+        for (i64 w = 0; w < width; ++w) {
+            const Partial& m = ts.masked[w];
+            sc.unit_sum[unit_at + w] += finite ? (ts.shift[w] + ts.rel[w]) * static_cast<double>(rows)
+                                               : (m.ref + m.rel) * static_cast<double>(m.n);
+            sc.unit_cnt[unit_at + w] += finite ? rows : m.n;
+        }
+    }
+
+    // Per-sample means over the finite values of the consecutive samples n0, … in one block (in L1/L2).
+    void whole_samples(const E* v, i64 ld, i64 rows, i64 n0, i64 c0, i64 width, Scratch& sc) {
+        double* sum = sc.unit_sum.data();
+        i64* cnt = sc.unit_cnt.data();
+        for (i64 r0 = 0, n = n0; r0 < rows; r0 += x_.s, ++n) {
+            std::fill_n(sum, width, 0.0);
+            std::fill_n(cnt, width, 0);
+            for (i64 r = r0; r < r0 + x_.s; ++r) {
+                const E* p = v + r * ld;
+#pragma omp simd
+                for (i64 w = 0; w < width; ++w) {
+                    const bool fin = std::isfinite(p[w]);
+                    sum[w] += fin ? static_cast<double>(p[w]) : 0.0;
+                    cnt[w] += fin;
+                }
+            }
+            for (i64 w = 0; w < width; ++w) put_sample(0, n, c0 + w, sum[w], cnt[w]);
+        }
+    }
+
+    // -- fold the group accumulators (in group order) and the per-chunk sample sums into the outputs --
+    void finish(const std::vector<ChannelAcc>& acc, const ReduceOut& out) {
+        const i64 C = x_.c, N = x_.n;
+#pragma omp parallel for num_threads(threads_) schedule(static)
+        for (i64 ch = 0; ch < C; ++ch) {
+            i64 z = 0, nan = 0, inf = 0;
+            double n = 0, ref = 0, rel = 0, m2 = 0, lo = std::numeric_limits<double>::infinity(), hi = -lo;
+            for (const ChannelAcc& g : acc) {
+                if (!g.holds(ch)) continue;
+                const i64 i = ch - g.c0;
+                chan_merge(n, ref, rel, m2, g.count[i], g.ref[i], g.rel[i], g.m2[i]);
+                lo = std::min(lo, g.min[i]), hi = std::max(hi, g.max[i]);
+                z += g.zeros[i], nan += g.nan[i], inf += g.inf[i];
+            }
+            out.count[ch] = static_cast<i64>(n), out.mean[ch] = ref + rel, out.m2[ch] = m2;
+            out.min[ch] = lo, out.max[ch] = hi, out.zeros[ch] = z, out.nan[ch] = nan, out.inf[ch] = inf;
+            for (int t = 0; t < num_thr_; ++t) {
+                i64 a = 0;
+                for (const ChannelAcc& g : acc)
+                    if (g.holds(ch)) a += g.above[t * g.c + ch - g.c0];
+                out.above[t * C + ch] = a;
+            }
+        }
+        if (chunks_ == 1) return;  // the sample means were written by the units
+#pragma omp parallel for num_threads(threads_) schedule(static)
+        for (i64 i = 0; i < N * C; ++i) {
+            double s = 0;
+            i64 c = 0;
+            for (i64 k = 0; k < chunks_; ++k) s += sample_sum_[k * N * C + i], c += sample_cnt_[k * N * C + i];
+            out.sample_mean[i] = c ? s / static_cast<double>(c) : std::numeric_limits<double>::quiet_NaN();
+        }
+    }
+};
+
+}  // namespace
+
+void channel_reduce(const Strided3& x, const double* thresholds, int num_thresholds, const ReduceOut& out,
+                    int num_threads) {
+    dispatch(x.dtype, [&](auto tag) {
+        using In = decltype(tag);
+        Reducer<In>(x, thresholds, num_thresholds, clamp_threads(num_threads)).run(out);
+    });
+}
+
+}  // namespace ls

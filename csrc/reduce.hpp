@@ -1,0 +1,35 @@
+// Fused per-channel reduction: one read of an [N, C, S] activation (any element strides).
+#pragma once
+
+#include "common.hpp"
+
+namespace ls {
+
+// A 3-D input seen as [N, C, S] (logical order), with element strides that may be anything:
+// channels-last data is the same tensor with sc = 1 and ss = C.
+struct Strided3 {
+    const void* data;
+    DType dtype;
+    i64 n, c, s;
+    i64 sn, sc, ss;
+};
+
+// Caller-owned outputs, laid out as in layerscope.kernels.ChannelStats.
+struct ReduceOut {
+    i64* count;           // [C]
+    double* mean;         // [C]
+    double* m2;           // [C]
+    double* min;          // [C]
+    double* max;          // [C]
+    i64* zeros;           // [C]
+    i64* above;           // [T, C]
+    i64* nan;             // [C]
+    i64* inf;             // [C]
+    double* sample_mean;  // [N, C]
+};
+
+// thresholds: T float64 values; the count "above" is of finite x with x > t, compared exactly.
+void channel_reduce(const Strided3& x, const double* thresholds, int num_thresholds, const ReduceOut& out,
+                    int num_threads);
+
+}  // namespace ls

@@ -1,0 +1,52 @@
+"""Histogram into equal bins over ``[lo, hi]``: argument checks and the torch reference.
+
+The bins are defined by float64 edges (``numpy.histogram``'s convention for equal bins): every backend
+computes the same edges and compares against them, so a value on an edge lands in the same bin
+everywhere, whatever the rounding of ``(x − lo)·bins/(hi − lo)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._errors import ConfigError
+
+
+def check_histogram_args(bins: int, lo: float, hi: float) -> tuple[int, float, float]:
+    """``(bins, lo, hi)`` as ``(int, float, float)``, or a ConfigError saying what is wrong."""
+    if int(bins) != bins or int(bins) < 1:
+        raise ConfigError(f"histogram bins must be a positive integer, got {bins!r}")
+    lo, hi = float(lo), float(hi)
+    if not (lo < hi and math.isfinite(hi - lo)):
+        raise ConfigError(f"histogram range must be finite with lo < hi, got [{lo}, {hi}]")
+    return int(bins), lo, hi
+
+
+def histogram_edges(bins: int, lo: float, hi: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """float64 ``[bins + 1]``: ``lo + j·((hi − lo)/bins)``, the last one exactly ``hi``."""
+    step = (hi - lo) / bins
+    edges = torch.arange(bins + 1, dtype=torch.float64, device=device) * step + lo
+    edges[-1] = hi
+    return edges
+
+
+def dense_flat(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a 1-D tensor over its own memory when it is dense in some dim order (no copy), else a
+    contiguous copy. A histogram does not depend on the order of the values."""
+    if x.is_contiguous():
+        return x.reshape(-1)
+    order = sorted(range(x.dim()), key=lambda d: x.stride(d), reverse=True)
+    permuted = x.permute(order)
+    return permuted.reshape(-1) if permuted.is_contiguous() else x.reshape(-1)
+
+
+def histogram_torch(x: torch.Tensor, bins: int, lo: float, hi: float) -> torch.Tensor:
+    """Reference: ``bucketize`` against the float64 edges, then ``bincount`` (several passes)."""
+    v = x.reshape(-1).to(torch.float64)  # exact for every floating dtype
+    edges = histogram_edges(bins, lo, hi, v.device)
+    inside = (v >= lo) & (v <= hi)  # NaN and ±Inf fail one of the two
+    # right=True: idx with edges[idx−1] <= v < edges[idx]; v == hi → bins + 1, folded into the last bin
+    j = (torch.bucketize(v[inside], edges, right=True) - 1).clamp_(max=bins - 1)
+    return torch.bincount(j, minlength=bins)

@@ -1,0 +1,201 @@
+"""The native fused channel reduction against a float64 NumPy reference of the ChannelStats contract:
+layouts, strides, dtypes, adversarial values, NaN/Inf, thresholds, thread counts, empty inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from layerscope.capture.layout import Axis, LayoutView
+from layerscope.kernels import channel_reduce
+
+from ._reference import as_float64, assert_stats_close, channel_stats_reference, exact_moments, needs_native
+
+THRESHOLDS = (0.0, 0.5, -1.25)
+
+
+def view_of(x: torch.Tensor, channels_last: bool) -> LayoutView:
+    return LayoutView(x, channels_last, Axis.SPACE, (x.shape[1] if channels_last else x.shape[2],))
+
+
+def reference(view: LayoutView, thresholds=THRESHOLDS) -> dict[str, np.ndarray]:
+    return channel_stats_reference(as_float64(view.nsc()), thresholds)
+
+
+def native(view: LayoutView, thresholds=THRESHOLDS):
+    return channel_reduce(view, thresholds, backend="native")
+
+
+def poison(x: torch.Tensor) -> torch.Tensor:
+    """Sprinkle NaN, ±Inf and exact zeros (fixed positions: every run of channel 0 gets some)."""
+    flat = x.view(-1)
+    flat[::13] = float("nan")
+    flat[5::29] = float("inf")
+    flat[7::31] = -float("inf")
+    flat[3::11] = 0.0
+    return x
+
+
+# [N, C, S] shapes (channels first) / [N, S, C] (channels last): lengths that are not powers of two,
+# S = 1, one sample, long runs cut into chunks, more channels than a tile, very short rows.
+SHAPES_NCS = [(4, 3, 37), (1, 2, 9001), (64, 5, 7), (3, 600, 1), (2, 1, 5000), (5, 7, 4096)]
+SHAPES_NSC = [(4, 37, 3), (1, 3000, 5), (64, 1, 515), (3, 1, 1), (2, 129, 700), (1, 2, 1030)]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "channels_last,shape", [(False, s) for s in SHAPES_NCS] + [(True, s) for s in SHAPES_NSC]
+)
+def test_random_matches_reference(channels_last, shape, dtype):
+    x = torch.randn(*shape, dtype=dtype) * 3 + 1
+    view = view_of(x, channels_last)
+    assert_stats_close(native(view), reference(view), rtol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "channels_last,shape", [(False, (3, 4, 300)), (True, (3, 300, 4)), (True, (40, 1, 6))]
+)
+def test_nan_inf_counted_apart_from_moments(channels_last, shape):
+    x = poison(torch.randn(*shape, dtype=torch.float64))
+    view = view_of(x, channels_last)
+    got = native(view)
+    ref = reference(view)
+    assert got.nan.sum() > 0 and got.inf.sum() > 0
+    assert_stats_close(got, ref, rtol=1e-12)
+
+
+@needs_native
+def test_sample_without_finite_values_has_nan_mean_and_channel_without_any_is_empty():
+    x = torch.randn(3, 2, 10, dtype=torch.float64)
+    x[1, 0] = float("nan")  # sample 1, channel 0: nothing finite
+    x[:, 1] = float("inf")  # channel 1: nothing finite at all
+    got = native(view_of(x, False))
+    assert torch.isnan(got.sample_mean[1, 0]) and not torch.isnan(got.sample_mean[0, 0])
+    assert got.count[1] == 0 and got.mean[1] == 0 and got.m2[1] == 0
+    assert got.min[1] == float("inf") and got.max[1] == -float("inf") and got.inf[1] == 30
+    assert_stats_close(got, reference(view_of(x, False)), rtol=1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "channels_last,shape", [(False, (2, 3, 5000)), (True, (4, 2500, 3)), (False, (1, 2, 30000))]
+)
+def test_float64_offset_1e8_spread_1e_4_keeps_the_variance(channels_last, shape):
+    # A classic cancellation trap: Σx² − (Σx)²/n in float64 loses every digit here, and a float64
+    # mean of such data is only good to ~1e-4 of the spread: the kernel must still get M2 right.
+    torch.manual_seed(1)
+    x = 1e8 + 1e-4 * torch.randn(*shape, dtype=torch.float64)
+    view = view_of(x, channels_last)
+    got = native(view)
+    per_channel = view.nsc().reshape(-1, got.count.numel())
+    for c in range(got.count.numel()):
+        mean, m2 = exact_moments(per_channel[:, c].numpy())
+        assert abs(got.mean[c].item() - mean) <= 1e-15 * abs(mean)
+        assert abs(got.m2[c].item() - m2) <= 1e-9 * m2
+    n = per_channel.shape[0]
+    naive = (per_channel**2).sum(0) - per_channel.sum(0) ** 2 / n  # what the kernel must not do
+    assert ((naive - got.m2).abs() / got.m2).max() > 1e-3
+
+
+@needs_native
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_float32_large_offset_relative_error_below_1e_6(channels_last):
+    x = (1e4 + torch.randn(8, 16, 777)).to(torch.float32)  # representable spread on a large offset
+    if channels_last:
+        x = x.transpose(1, 2).contiguous()
+    view = view_of(x, channels_last)
+    got, ref = native(view), reference(view)
+    assert np.max(np.abs(got.m2.numpy() - ref["m2"]) / ref["m2"]) <= 1e-6
+    assert np.max(np.abs(got.mean.numpy() - ref["mean"]) / np.abs(ref["mean"])) <= 1e-6
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_half_precision_inputs(dtype, channels_last):
+    x = poison(torch.randn(5, 6, 333).to(dtype))
+    if channels_last:
+        x = x.transpose(1, 2).contiguous()
+    view = view_of(x, channels_last)
+    assert_stats_close(native(view), reference(view), rtol=1e-6)  # exact upcast, float32/64 accumulation
+
+
+@needs_native
+def test_thresholds_are_compared_exactly_in_float64():
+    # float32(0.1) = 0.100000001490116… > 0.1: it is above the threshold 0.1, but not above itself.
+    x = torch.tensor([0.1, 0.1, -0.5, 3.0], dtype=torch.float32).view(1, 1, 4)
+    t32 = float(torch.tensor(0.1, dtype=torch.float32))
+    got = native(view_of(x, False), (0.1, t32, 1e40, -1e40, float("inf")))
+    assert got.above[:, 0].tolist() == [3, 1, 0, 4, 0]
+
+
+@needs_native
+def test_no_thresholds_gives_an_empty_table():
+    got = native(view_of(torch.randn(2, 3, 4), False), ())
+    assert got.above.shape == (0, 3) and got.above.dtype == torch.int64
+
+
+@needs_native
+@pytest.mark.parametrize("case", ["transposed", "sliced", "expanded", "permuted4d"])
+def test_non_contiguous_inputs_are_read_in_place(case):
+    base = torch.randn(6, 40, 10, dtype=torch.float64)
+    if case == "transposed":  # channels-last memory seen as [N, C, S]
+        view = LayoutView(base.transpose(1, 2), False, Axis.SPACE, (40,))
+    elif case == "sliced":  # every other position and channel
+        view = LayoutView(base[:, ::2, ::3], False, Axis.SPACE, (4,))
+    elif case == "expanded":  # stride 0 along S
+        view = LayoutView(base[:, :, :1].expand(6, 40, 9), False, Axis.SPACE, (9,))
+    else:  # a channels_last conv activation [N, C, H, W] → [N, C, H·W] without a copy
+        img = torch.randn(4, 5, 6, 7, dtype=torch.float64).to(memory_format=torch.channels_last)
+        view = LayoutView(
+            img.view(4, 5, 42) if img.is_contiguous() else img.flatten(2), False, Axis.SPACE, (6, 7)
+        )
+    assert_stats_close(native(view), reference(view), rtol=1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "channels_last,shape", [(False, (16, 8, 3000)), (True, (16, 500, 300)), (False, (1, 1, 50000))]
+)
+def test_thread_counts_agree(channels_last, shape):
+    x = torch.randn(*shape)
+    view = view_of(x, channels_last)
+    old = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            results.append(native(view))
+        again = native(view)
+    finally:
+        torch.set_num_threads(old)
+    for r in results[1:]:
+        for f in ("count", "zeros", "above", "nan", "inf", "min", "max"):
+            assert torch.equal(getattr(r, f), getattr(results[0], f)), f
+        for f in ("mean", "m2", "sample_mean"):
+            torch.testing.assert_close(getattr(r, f), getattr(results[0], f), rtol=1e-12, atol=1e-12)
+    for f in ("mean", "m2", "sample_mean"):  # same thread count: bitwise reproducible
+        assert torch.equal(getattr(again, f), getattr(results[-1], f)), f
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(0, 3, 4), (2, 3, 0), (2, 0, 4)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_empty_inputs(shape, channels_last):
+    x = torch.randn(*shape)
+    got = native(view_of(x, channels_last))
+    c = shape[2] if channels_last else shape[1]
+    assert got.count.shape == (c,) and got.above.shape == (len(THRESHOLDS), c)
+    assert torch.all(got.count == 0) and torch.all(got.mean == 0) and torch.all(got.min == float("inf"))
+    assert got.sample_mean.shape == (shape[0], c) and torch.all(torch.isnan(got.sample_mean))
+
+
+@needs_native
+def test_zero_copy_and_gradients_untouched():
+    x = torch.randn(2, 3, 50, requires_grad=True)
+    got = native(view_of(x, False))  # a tensor that requires grad is read without a copy or a graph
+    assert got.mean.grad_fn is None
+    assert_stats_close(got, reference(view_of(x.detach(), False)), rtol=1e-6)

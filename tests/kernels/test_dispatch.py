@@ -1,0 +1,136 @@
+"""Backend selection: order, reasons, forcing, the missing-extension path (one warning), and the same
+statistics through every available backend — kernel level and probe level."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from layerscope import ConfigError, kernels
+from layerscope._probe import Probe
+from layerscope.capture.layout import Axis, LayoutView
+from layerscope.kernels import _native
+
+from ._reference import NATIVE_BUILT, as_float64, assert_stats_close, channel_stats_reference, needs_native
+
+CPU = torch.device("cpu")
+
+
+def cpu_backends() -> list[str]:
+    return [n for n in kernels.BACKENDS if kernels.BACKENDS.get(n).available(CPU, torch.float32)[0]]
+
+
+@pytest.fixture
+def fresh_choices(monkeypatch):
+    monkeypatch.setattr(kernels, "_choice_cache", {})
+
+
+@needs_native
+def test_native_is_preferred_on_cpu_and_says_why(fresh_choices):
+    for kernel in kernels.KERNELS:
+        backend, why = kernels.select_backend(CPU, torch.float32, kernel=kernel)
+        assert backend.name == "native" and "layerscope._C" in why
+    backend, why = kernels.select_backend(torch.device("cuda"), torch.float32)
+    assert backend.name != "native" and "native unavailable (tensor on cuda)" in why
+
+
+def test_unsupported_dtype_falls_back_to_torch_with_the_reason(fresh_choices):
+    backend, why = kernels.select_backend(CPU, torch.int32)
+    assert backend.name == "torch"
+    if NATIVE_BUILT:
+        assert "dtype torch.int32 not supported" in why
+
+
+def test_forcing(fresh_choices):
+    assert kernels.select_backend(CPU, torch.float32, "torch")[1].startswith("forced:")
+    with pytest.raises(ConfigError, match="unknown kernel backend 'cuDNN'"):
+        kernels.select_backend(CPU, torch.float32, "cuDNN")
+    with pytest.raises(ConfigError, match="cannot run on cpu"):
+        kernels.select_backend(CPU, torch.float32, "triton")  # no TRITON_INTERPRET here
+    with pytest.raises(ConfigError, match="unknown kernel 'fft'"):
+        kernels.select_backend(CPU, torch.float32, kernel="fft")
+
+
+def test_missing_extension_falls_back_with_one_warning(monkeypatch, fresh_choices):
+    monkeypatch.setattr(_native, "_C", None)
+    monkeypatch.setattr(_native, "_MISSING", "layerscope._C not built: No module named 'layerscope._C'")
+    monkeypatch.setattr(_native, "_warned", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend, why = kernels.select_backend(CPU, torch.float32)
+        kernels.select_backend(CPU, torch.float64)
+        kernels.select_backend(CPU, torch.float32, kernel="scan")
+        info = kernels.backend_info()
+    assert backend.name == "torch"
+    assert "native unavailable (layerscope._C not built: No module named 'layerscope._C')" in why
+    assert "not built" in info["cpu"]
+    native_warnings = [w for w in caught if "layerscope._C not built" in str(w.message)]
+    assert len(native_warnings) == 1 and issubclass(native_warnings[0].category, RuntimeWarning)
+    with pytest.raises(ConfigError, match="not built"):
+        kernels.select_backend(CPU, torch.float32, "native")
+    view = LayoutView(torch.randn(2, 3, 4), False, Axis.SPACE, (4,))
+    assert kernels.channel_reduce(view, (0.0,)).count.tolist() == [8, 8, 8]  # still works, on torch
+
+
+def test_kernel_environment_reports_every_kernel_and_device():
+    env = kernels.kernel_environment()
+    assert set(env["backends"]) == set(kernels.KERNELS)
+    assert all(set(v) == {"cpu", "cuda"} for v in env["backends"].values())
+    assert env["threads"] == torch.get_num_threads()
+    assert ("openmp" in env["native"]) == NATIVE_BUILT
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_backend_gives_the_same_channel_stats(channels_last, dtype):
+    x = torch.randn(6, 40, 33, dtype=dtype) * 2
+    x.view(-1)[::37] = float("nan")
+    x.view(-1)[4::41] = float("inf")
+    x.view(-1)[9::7] = 0.0
+    view = LayoutView(x, channels_last, Axis.SPACE, (40,) if channels_last else (33,))
+    ref = channel_stats_reference(as_float64(view.nsc()), (0.0, 0.3))
+    names = cpu_backends()
+    assert "torch" in names
+    for name in names:
+        assert_stats_close(
+            kernels.channel_reduce(view, (0.0, 0.3), backend=name),
+            ref,
+            rtol=1e-6 if dtype == torch.float32 else 1e-12,
+        )
+
+
+def _tiny_model() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 6 * 6, 7), nn.Tanh())
+
+
+@needs_native
+def test_probe_gives_the_same_statistics_through_every_backend():
+    torch.manual_seed(3)
+    model, batches = _tiny_model(), [torch.randn(9, 3, 8, 8) for _ in range(3)]
+    per_backend = {}
+    for name in cpu_backends():
+        with Probe(model, stats=("moments",), backend=name) as probe:
+            for xb in batches:
+                model(xb)
+        result = probe.result()
+        per_backend[name] = {layer: r.stats["moments"] for layer, r in result.layers.items()}
+    first, *others = per_backend.values()
+    assert len(per_backend) >= 2
+    for other in others:
+        for layer, stats in first.items():
+            for key in ("count", "nan", "inf", "dead_channels"):
+                assert stats[key] == other[layer][key], (layer, key)
+            for key in ("mean", "std", "min", "max"):
+                assert stats[key] == pytest.approx(other[layer][key], rel=1e-6, abs=1e-7), (layer, key)
+            for key, values in stats["per_channel"].items():
+                np.testing.assert_allclose(
+                    np.asarray(other[layer]["per_channel"][key], dtype=float),
+                    np.asarray(values, dtype=float),
+                    rtol=1e-5,
+                    atol=1e-6,
+                    err_msg=f"{layer} {key}",
+                )
