@@ -14,6 +14,7 @@ from ._errors import (
 )
 from ._probe import Probe
 from .cost import Comparison, ModelProfile, compare, profile
+from .ops import linear_scan
 from .report import LayerResult, ProbeResult
 
 __version__ = "0.1.0"
@@ -33,5 +34,6 @@ __all__ = [
     "__version__",
     "analyze",
     "compare",
+    "linear_scan",
     "profile",
 ]

@@ -12,8 +12,8 @@ from torch import nn
 
 from ._errors import ConfigError, DataError, ModelError
 from ._probe import DEFAULT_STATS, Probe
-from .stats import ACCUMULATORS
 from .report.result import ProbeResult
+from .stats import ACCUMULATORS
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _split_batches(data: Batches, batch_size: int) -> Iterable[Any]:
     if isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor) and len(data) <= 2 and (
         len(data) == 1 or (isinstance(data[1], torch.Tensor) and data[1].shape[:1] == data[0].shape[:1])
     ):
-        return zip(*(t.split(batch_size) for t in data))
+        return zip(*(t.split(batch_size) for t in data), strict=True)
     return data
 
 

@@ -44,7 +44,9 @@ def _load_pt(path: Path) -> tuple[Any, Any]:
         return _pick(obj, path)
     if isinstance(obj, (tuple, list)) and obj:
         return obj[0], (obj[1] if len(obj) > 1 else None)
-    raise DataError(f"{path} must hold a tensor, a (inputs, labels) pair or a dict of tensors, not {type(obj).__name__}")
+    raise DataError(
+        f"{path} must hold a tensor, a (inputs, labels) pair or a dict of tensors, not {type(obj).__name__}"
+    )
 
 
 def load_arrays(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor | None]:

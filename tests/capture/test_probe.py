@@ -27,7 +27,7 @@ class TupleDictModel(nn.Module):
         self.head = nn.Linear(6, 3)
 
     def forward(self, x):
-        out, (h, c) = self.lstm(x)  # LSTM returns a tuple: (out, (h, c))
+        out, _ = self.lstm(x)  # LSTM returns a tuple: (out, (h, c))
         return ModelOutput(hidden=out, logits=self.head(out), ids=torch.zeros(2, dtype=torch.long))
 
 

@@ -40,7 +40,7 @@ def test_bad_reports_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="cannot read report"):
         ProbeResult.load(tmp_path)
     (tmp_path / "report.json").write_text(json.dumps({"schema_version": "9.0", "layers": {}}))
-    with pytest.raises(DataError, match="schema version 9.0 is not supported"):
+    with pytest.raises(DataError, match=r"schema version 9\.0 is not supported"):
         ProbeResult.load(tmp_path)
 
 

@@ -53,7 +53,7 @@ def layer_health(layers: dict[str, Any]) -> dict[str, Any]:
     moments = [r.stats.get("moments") or {} for r in ordered]
     reference = next((m["rms"] for m in moments if m.get("rms") and math.isfinite(m["rms"])), float("nan"))
     per_layer, counts = {}, {"ok": 0, "warn": 0, "error": 0}
-    for result, mom in zip(ordered, moments):
+    for result, mom in zip(ordered, moments, strict=True):
         flags = _layer_flags(mom, reference)
         status = max((f["level"] for f in flags), key=_RANK.get, default="ok")
         counts[status] += 1

@@ -18,5 +18,5 @@ def summarize_histogram(acc: Any, meta: dict[str, Any]) -> dict[str, Any]:
         "counts": acc.counts.tolist(),
         "edges": acc.edges.tolist(),
         "bin_width": acc.width,
-        "quantiles": dict(zip((f"{q:g}" for q in QUANTILES), acc.quantile(list(QUANTILES)).tolist())),
+        "quantiles": dict(zip((f"{q:g}" for q in QUANTILES), acc.quantile(list(QUANTILES)).tolist(), strict=True)),
     }

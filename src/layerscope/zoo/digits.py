@@ -55,7 +55,7 @@ def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
     x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(bunch.target, dtype=torch.int64)
     order = torch.from_numpy(np.random.default_rng(TRAIN["seed"]).permutation(len(y)))
-    n_test = int(round(len(y) * TRAIN["test_fraction"]))
+    n_test = round(len(y) * TRAIN["test_fraction"])
     test, train = order[:n_test], order[n_test:]
     return x[train], y[train], x[test], y[test]
 

@@ -47,7 +47,7 @@ class ResNet18(nn.Module):
         self.relu = nn.ReLU()
         widths, strides = (64, 128, 256, 512), (1, 2, 2, 2)
         c_in, stages = 64, []
-        for c_out, stride in zip(widths, strides):
+        for c_out, stride in zip(widths, strides, strict=True):
             stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)))
             c_in = c_out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
