@@ -131,3 +131,28 @@ def test_state_dict_round_trip_of_an_empty_and_a_full_accumulator():
     empty.max_channels = acc.max_channels
     empty.merge(again)
     assert torch.equal(empty.comoment, acc.comoment)
+
+
+def test_state_dict_is_a_copy_of_the_live_state():
+    acc = ChannelCovariance()
+    feed(acc, correlated(3, 4, 5, seed=1))
+    state = acc.state_dict()
+    before = {k: state[k].clone() for k in ("mean", "comoment")}
+    feed(acc, correlated(3, 4, 5, seed=2))  # the accumulator updates mean and co-moment in place
+    again = ChannelCovariance.from_state_dict(state)
+    feed(again, correlated(3, 4, 5, seed=3))
+    for k, v in before.items():
+        assert torch.equal(state[k], v)
+
+
+def test_channels_first_and_last_float32_agree_with_numpy():
+    # the centred copy goes through a reused scratch buffer: consecutive layers of other shapes must not
+    # disturb each other
+    a, b = ChannelCovariance(), ChannelCovariance()
+    xs = [correlated(8, 6, 20, seed=s, dtype=torch.float32) for s in range(3)]
+    for x in xs:
+        feed(a, x, Layout(1, Axis.TIME))
+        feed(b, x.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))
+    ref = np.cov(rows_of(torch.cat(xs).numpy()), rowvar=False, bias=True)
+    for acc in (a, b):
+        np.testing.assert_allclose(acc.covariance().numpy(), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())

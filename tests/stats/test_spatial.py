@@ -155,3 +155,23 @@ def test_through_the_probe_on_a_conv_model():
     with torch.no_grad():
         ref = reference_grid(model[0](x).numpy(), 8)
     np.testing.assert_allclose(acc.energy().numpy(), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(16, 24), (15, 10), (32,), (12,)])  # cells of equal size, and not
+def test_equal_and_unequal_cells_match_loops(shape):
+    x = torch.randn(5, 3, *shape, dtype=torch.float64)
+    acc = SpatialDensity(spatial_grid=8)
+    feed(acc, x, SPACE if len(shape) == 2 else Layout(1, Axis.TIME))
+    np.testing.assert_allclose(acc.energy().numpy(), reference_grid(x.numpy(), 8), rtol=1e-12)
+
+
+def test_state_dict_is_a_copy_of_the_live_state():
+    acc = SpatialDensity(spatial_grid=4)
+    feed(acc, torch.randn(3, 2, 8, 8, dtype=torch.float64))
+    state = acc.state_dict()
+    before = state["energy_sum"].clone()
+    feed(acc, torch.randn(3, 2, 8, 8, dtype=torch.float64))  # the accumulator adds in place
+    assert torch.equal(state["energy_sum"], before)
+    again = SpatialDensity.from_state_dict(state)
+    feed(again, torch.randn(3, 2, 8, 8, dtype=torch.float64))
+    assert torch.equal(state["energy_sum"], before)

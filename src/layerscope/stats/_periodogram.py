@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import scipy.fft
 import torch
 
 from ..kernels._torch import workspace
@@ -39,19 +38,16 @@ def _scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -
     return workspace(torch.empty((), dtype=dtype, device=device).expand(shape))
 
 
-def real_fft(x: torch.Tensor, dims: int, scratch: bool = False) -> torch.Tensor:
-    """``rfft`` (``dims=1``) or ``rfft2`` (``dims=2``) over the last axes; ``scratch``: ``x`` may be
-    overwritten.
+def real_fft(x: torch.Tensor, dims: int) -> torch.Tensor:
+    """``rfft`` (``dims=1``) or ``rfft2`` (``dims=2``) over the last axes, with ``torch.fft`` on every
+    device.
 
-    On the CPU with more than one thread, torch's FFT (MKL) parallelises even the smallest
-    transforms, and when the cores are busy (data-loader workers, other processes) each call waits
-    milliseconds for its threads; there SciPy's single-threaded pocketfft (``workers=1``) is used, on
-    a shared-memory ``numpy()`` view.
+    (An earlier version sent CPU transforms to SciPy's single-threaded pocketfft when torch had more
+    than one thread, after torch's FFT stalled on a contended machine. Measured again on a quiet
+    2-core machine, ``torch.fft`` takes the same time with 1 and 2 threads and about half SciPy's on
+    the Welch shapes of the sequence demo — ``benchmarks/bench_dualmodal.py`` times both.)
     """
-    axes = tuple(range(-dims, 0))
-    if x.device.type != "cpu" or torch.get_num_threads() == 1:
-        return torch.fft.rfftn(x, dim=axes)
-    return torch.from_numpy(scipy.fft.rfftn(x.numpy(), axes=axes, workers=1, overwrite_x=scratch))
+    return torch.fft.rfftn(x, dim=tuple(range(-dims, 0)))
 
 
 def welch_power_sum(x: torch.Tensor, length: int, window: torch.Tensor,
@@ -70,7 +66,7 @@ def welch_power_sum(x: torch.Tensor, length: int, window: torch.Tensor,
     n, k, c, _ = segs.shape
     scratch = _scratch((n, k, c, length), x.dtype, x.device)
     detrended = torch.sub(segs, segs.mean(dim=-1, keepdim=True), out=scratch)  # detrend='constant'
-    spec = real_fft(detrended.mul_(window), 1, scratch=True)  # (N, K, C, F) complex
+    spec = real_fft(detrended.mul_(window), 1)  # (N, K, C, F) complex
     power = torch.view_as_real(spec).square_().reshape(n * k, c, -1).sum(dim=0)  # (C, F·2): re², im²
     return power.view(c, -1, 2).sum(dim=-1), n * k
 

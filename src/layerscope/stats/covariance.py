@@ -28,6 +28,7 @@ from typing_extensions import Self
 from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
+from ..kernels._torch import workspace
 from ._protocol import ACCUMULATORS
 
 DEFAULT_MAX_CHANNELS = 1024
@@ -57,17 +58,25 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A contiguous scratch tensor from the kernels' per-thread workspace (reused across batches: a
+    fresh activation-sized allocation per update costs page faults comparable to the GEMM)."""
+    return workspace(torch.empty((), dtype=dtype, device=device).expand(shape))
+
+
 def centred_columns(view: LayoutView, index: torch.Tensor | None, mean: torch.Tensor) -> torch.Tensor:
     """``X [K, n]``: the tracked channels (``index``, or all) of every position, minus ``mean`` (float64
-    ``[K]``), in the working precision. One copy of the activation, the centring fused into it."""
+    ``[K]``), in the working precision. One copy of the activation (into a reused scratch buffer),
+    the centring fused into it; valid until the next use of the workspace."""
     work = _work_dtype(view.data.dtype)
     if view.channels_last:  # (N, S, C) -> (n, C): already one observation per row
         rows = view.data.reshape(-1, view.num_channels)
         rows = rows if index is None else rows[:, index]
-        return (rows.to(work) - mean.to(work)).T  # (K, n), a transposed view
+        out = _scratch(tuple(rows.shape), work, rows.device)
+        return torch.sub(rows, mean.to(work), out=out).T  # (K, n), a transposed view
     src = view.data.transpose(0, 1)  # (N, C, S) -> (C, N, S), a view
     src = src if index is None else src[index]
-    out = torch.empty((src.shape[0], *src.shape[1:]), dtype=work, device=src.device)  # contiguous (K, N, S)
+    out = _scratch(tuple(src.shape), work, src.device)  # contiguous (K, N, S)
     torch.sub(src, mean.to(work)[:, None, None], out=out)
     return out.view(src.shape[0], -1)
 
@@ -79,7 +88,7 @@ def batch_comoment(x: torch.Tensor, mean: torch.Tensor) -> tuple[int, torch.Tens
     """
     n = x.shape[1]
     d = mean - mean.to(x.dtype).to(torch.float64)  # (K,): 0 for float64 observations
-    m = (x @ x.T).to(torch.float64) - torch.outer(d, d) * n  # (K, n) @ (n, K) -> (K, K)
+    m = (x @ x.T).to(torch.float64).addr_(d, d, alpha=-n)  # (K, n) @ (n, K) -> (K, K)
     return n, mean, m
 
 
@@ -102,7 +111,7 @@ class ChannelCovariance:
         self._set_channels(view.num_channels)
         capped = self.index.numel() < view.num_channels
         index = self.index.to(view.data.device) if capped else None
-        if bool((reduced.nan.sum() + reduced.inf.sum()) == 0):
+        if int(reduced.count.min()) == view.num_samples * view.num_positions:  # every value finite
             mean = reduced.mean if index is None else reduced.mean[index]
             self._absorb(*batch_comoment(centred_columns(view, index, mean), mean))
             return
@@ -128,12 +137,17 @@ class ChannelCovariance:
             )
 
     def _absorb(self, n: int, mean: torch.Tensor, comoment: torch.Tensor) -> None:
+        """:func:`comoment_combine` into this accumulator's state, in place (two fused ops on [K, K])."""
         if self.mean is None:
             self.count, self.mean, self.comoment = n, mean.clone(), comoment.clone()
             return
-        mean, comoment = mean.to(self.mean.device), comoment.to(self.mean.device)
-        self.count, self.mean, self.comoment = comoment_combine(
-            self.count, self.mean, self.comoment, n, mean, comoment)
+        total = self.count + n
+        if total == 0:
+            return
+        delta = mean.to(self.mean.device) - self.mean  # (K,)
+        self.comoment.add_(comoment.to(self.mean.device)).addr_(delta, delta, alpha=self.count * n / total)
+        self.mean.add_(delta, alpha=n / total)
+        self.count = total
 
     def merge(self, other: Self) -> None:
         if other.index is None:
@@ -156,7 +170,8 @@ class ChannelCovariance:
         if self.index is not None:
             state["index"] = self.index.cpu()
         if self.mean is not None:
-            state.update(mean=self.mean.detach().cpu(), comoment=self.comoment.detach().cpu())
+            # copies: the live state is updated in place
+            state.update(mean=self.mean.detach().cpu().clone(), comoment=self.comoment.detach().cpu().clone())
         return state
 
     @classmethod
@@ -167,6 +182,6 @@ class ChannelCovariance:
         if "index" in state:
             acc.index = torch.as_tensor(state["index"], dtype=torch.int64)
         if "mean" in state:
-            acc.mean = torch.as_tensor(state["mean"], dtype=torch.float64)
-            acc.comoment = torch.as_tensor(state["comoment"], dtype=torch.float64)
+            acc.mean = torch.as_tensor(state["mean"], dtype=torch.float64).clone()
+            acc.comoment = torch.as_tensor(state["comoment"], dtype=torch.float64).clone()
         return acc

@@ -100,12 +100,13 @@ class SpatialDensity:
         data = view.data  # (N, C, S) or (N, S, C)
         if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
             data = data.float()
-        finite = not bool((reduced.nan + reduced.inf).any())
-        sq = data.square() if finite else torch.where(torch.isfinite(data), data.square(), 0.0)
-        bad = None
-        if not finite:
-            counts = self._sum_over_samples(view, (~torch.isfinite(data)).to(data.dtype))
-            bad = self._pool(counts).round().long()
+        if int(reduced.count.min()) == view.num_samples * view.num_positions:  # every value finite
+            sq = data.square()
+            self._absorb(self._pool(self._sum_over_samples(view, sq)), None, view.num_samples)
+            return
+        sq = torch.where(torch.isfinite(data), data.square(), 0.0)
+        counts = self._sum_over_samples(view, (~torch.isfinite(data)).to(data.dtype))
+        bad = self._pool(counts).round().long()
         self._absorb(self._pool(self._sum_over_samples(view, sq)), bad, view.num_samples)
 
     def _sum_over_samples(self, view: LayoutView, values: torch.Tensor) -> torch.Tensor:
@@ -134,6 +135,9 @@ class SpatialDensity:
         positions = tuple((self.spatial_shape or ())[-2:])
         if self.cells == positions:
             return per_position
+        if all(n % g == 0 for n, g in zip(positions, self.cells, strict=True)):  # equal cells: a reshape
+            split = [d for n, g in zip(positions, self.cells, strict=True) for d in (g, n // g)]
+            return per_position.reshape(per_position.shape[0], *split).sum(tuple(range(2, 2 + len(split), 2)))
         if len(self._pooling) != len(self.cells) or self._pooling[0].device != per_position.device:
             self._pooling = tuple(
                 nn_one_hot(cell_index(n, g), g).T.to(device=per_position.device, dtype=torch.float64)
@@ -154,9 +158,9 @@ class SpatialDensity:
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
         else:
-            self.energy_sum = self.energy_sum + energy_sum.to(self.energy_sum.device)
+            self.energy_sum += energy_sum.to(self.energy_sum.device)
         if nonfinite is not None:
-            self.nonfinite = self.nonfinite + nonfinite.to(self.nonfinite.device)
+            self.nonfinite += nonfinite.to(self.nonfinite.device)
         self.samples += samples
 
     def merge(self, other: Self) -> None:
@@ -178,7 +182,8 @@ class SpatialDensity:
                                  "skipped": self.skipped}
         if self.energy_sum is not None:
             state.update(spatial_shape=list(self.spatial_shape or ()),
-                         energy_sum=self.energy_sum.detach().cpu(), nonfinite=self.nonfinite.detach().cpu())
+                         energy_sum=self.energy_sum.detach().cpu().clone(),  # copies: updated in place
+                         nonfinite=self.nonfinite.detach().cpu().clone())
         return state
 
     @classmethod
@@ -187,6 +192,6 @@ class SpatialDensity:
         acc.samples, acc.skipped = int(state["samples"]), int(state.get("skipped", 0))
         if "energy_sum" in state:
             acc.spatial_shape = tuple(int(n) for n in state["spatial_shape"])
-            acc.energy_sum = torch.as_tensor(state["energy_sum"], dtype=torch.float64)
-            acc.nonfinite = torch.as_tensor(state["nonfinite"], dtype=torch.int64)
+            acc.energy_sum = torch.as_tensor(state["energy_sum"], dtype=torch.float64).clone()
+            acc.nonfinite = torch.as_tensor(state["nonfinite"], dtype=torch.int64).clone()
         return acc

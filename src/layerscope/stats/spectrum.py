@@ -164,8 +164,8 @@ class ChannelSpectrum:
 
     def _absorb_reduction(self, reduced: ChannelStats) -> None:
         self.count += reduced.count
-        self.min = torch.minimum(self.min, reduced.min)
-        self.max = torch.maximum(self.max, reduced.max)
+        torch.minimum(self.min, reduced.min, out=self.min)
+        torch.maximum(self.max, reduced.max, out=self.max)
         if reduced.above.shape[0] == self.above.shape[0]:
             self.above += reduced.above
 

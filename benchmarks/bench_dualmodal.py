@@ -1,0 +1,170 @@
+"""Cost of the temporal + spatial statistics on the built-in sequence demo, measured in one run.
+
+    python benchmarks/bench_dualmodal.py [--repeats 9] [--threads N] [--batches 32]
+
+The pass is the one ``layerscope analyze --model sequence-cnn`` runs: a :class:`Probe` on every leaf
+layer, ``torch.inference_mode()``, batches of 64 of the test split (cycled). Prints, as medians over
+interleaved repeats (drift hits every variant alike) and ratios to the moments-only pass:
+
+- ``moments`` only (the baseline of the issue's ≤ 1.3× target);
+- ``moments + spectrum`` (temporal);
+- ``moments + spectrum + spatial + covariance + connectivity`` (temporal + spatial);
+- each of spectrum, spatial and covariance alone on top of moments (where the time goes);
+
+then the cost of one update of each accumulator per layer-batch, the FLOP floor of the covariance
+GEMMs, ``torch.fft`` against SciPy's pocketfft on the Welch shapes, and the peak RSS after 10 and after
+100 batches of the full pass (memory must stay flat). Not a test: numbers, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from collections import defaultdict
+
+import psutil
+import scipy.fft
+import torch
+
+from layerscope._probe import Probe
+from layerscope.stats import ACCUMULATORS
+from layerscope.zoo.sequence import make_signals, sequence_data, trained_sequence_cnn
+
+TEMPORAL = ("moments", "spectrum")
+FULL = ("moments", "spectrum", "spatial", "covariance", "connectivity")
+VARIANTS = {
+    "moments": ("moments",),
+    "moments+temporal": TEMPORAL,
+    "moments+temporal+spatial (all)": FULL,
+    "moments+spectrum only": ("moments", "spectrum"),
+    "moments+spatial only": ("moments", "spatial"),
+    "moments+covariance only": ("moments", "covariance"),
+}
+
+
+def probe_pass(model: torch.nn.Module, batches: list[torch.Tensor], stats: tuple[str, ...]) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode(), Probe(model, stats=stats):
+        for x in batches:
+            model(x)
+    return time.perf_counter() - start
+
+
+def plain_pass(model: torch.nn.Module, batches: list[torch.Tensor]) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for x in batches:
+            model(x)
+    return time.perf_counter() - start
+
+
+def time_variants(model, batches, repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"plain inference": [], **{k: [] for k in VARIANTS}}
+    for stats in VARIANTS.values():  # warm-up
+        probe_pass(model, batches, stats)
+    for _ in range(repeats):
+        times["plain inference"].append(plain_pass(model, batches))
+        for name, stats in VARIANTS.items():
+            times[name].append(probe_pass(model, batches, stats))
+    return times
+
+
+def update_costs(model, batches) -> dict[tuple[str, tuple[int, ...]], float]:
+    """Mean µs of one ``update`` per accumulator and activation shape (the full pass, timed per call)."""
+    spent: dict[tuple[str, tuple[int, ...]], list[float]] = defaultdict(list)
+    originals = {}
+    for stat in FULL[1:]:
+        cls = ACCUMULATORS.get(stat)
+        originals[stat] = cls.update
+
+        def timed(self, view, reduced, _f=cls.update, _s=stat):
+            start = time.perf_counter()
+            _f(self, view, reduced)
+            spent[(_s, tuple(view.data.shape))].append(time.perf_counter() - start)
+
+        cls.update = timed
+    try:
+        probe_pass(model, batches, FULL)
+        spent.clear()
+        probe_pass(model, batches, FULL)
+    finally:
+        for stat, f in originals.items():
+            ACCUMULATORS.get(stat).update = f
+    return {k: statistics.median(v) * 1e6 for k, v in spent.items()}
+
+
+def fft_comparison() -> list[str]:
+    """torch.fft vs scipy.fft (workers=1) on the Welch shapes of the demo (8 samples, 3 segments)."""
+    lines = []
+    for c in (16, 32):
+        x = torch.randn(8, 3, c, 64)
+        for name, f in (("torch.fft", lambda x=x: torch.fft.rfft(x)),
+                        ("scipy.fft", lambda x=x: torch.from_numpy(scipy.fft.rfft(x.numpy(), workers=1)))):
+            f()
+            ts = []
+            for _ in range(7):
+                start = time.perf_counter()
+                for _ in range(100):
+                    f()
+                ts.append((time.perf_counter() - start) / 100)
+            lines.append(f"{name} rfft {tuple(x.shape)}: min {min(ts) * 1e6:.1f} µs, median "
+                         f"{statistics.median(ts) * 1e6:.1f} µs")
+    return lines
+
+
+def memory_run(model: torch.nn.Module, batch_size: int) -> dict[int, tuple[float, float]]:
+    """(highest current RSS, getrusage peak) in MiB after 10 and 100 batches of the full pass."""
+    x, _ = make_signals(100 * batch_size, seed=123)
+    marks, highest = {}, 0.0
+    with torch.inference_mode(), Probe(model, stats=FULL, stream_spectrum=True) as probe:
+        for seen, xb in enumerate(x.split(batch_size), start=1):
+            model(xb)
+            highest = max(highest, psutil.Process().memory_info().rss / 2**20)
+            if seen in (10, 100):
+                marks[seen] = (highest, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10)
+    probe.result()
+    return marks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=32, help="batches per timed pass (the test split, cycled)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = trained_sequence_cnn()
+    _, _, x_test, _ = sequence_data()
+    split = list(x_test.split(args.batch_size))
+    batches = [split[i % len(split)] for i in range(args.batches)]
+    marks = memory_run(model, args.batch_size)  # first: getrusage's peak is a process-wide high-water mark
+
+    times = time_variants(model, batches, args.repeats)
+    print(f"sequence demo: {len(batches)} batches of {args.batch_size} × (1, 128), every leaf layer; torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads; {args.repeats} interleaved repeats")
+    base = statistics.median(times["moments"])
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"  {name:34s} median {med * 1e3:8.2f} ms  min {min(ts) * 1e3:8.2f} ms  "
+              f"ratio to moments {med / base:5.3f}")
+    print("one update per layer-batch (µs, median over the full pass):")
+    for (stat, shape), us in sorted(update_costs(model, batches).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"  {stat:12s} {shape!s:16s} {us:8.1f}")
+    per_batch = base / len(batches)
+    gemm_flops = sum(2 * c * c * n * s for n, c, s in ((64, 16, 128),) * 4 + ((64, 32, 128),) * 2)
+    print(f"covariance floor: {gemm_flops / 1e6:.0f} MFLOP of float32 GEMM per batch (C²·N·T per layer), "
+          f"vs {per_batch * 1e3:.2f} ms per moments-only batch")
+    for line in fft_comparison():
+        print("  " + line)
+    (rss10, peak10), (rss100, peak100) = marks[10], marks[100]
+    print(f"peak RSS (full pass, stream_spectrum=True): after 10 batches {rss10:.1f} MiB (getrusage "
+          f"{peak10:.1f}), after 100 batches {rss100:.1f} MiB (getrusage {peak100:.1f}); growth "
+          f"{100 * (rss100 / rss10 - 1):+.2f} %")
+
+
+if __name__ == "__main__":
+    main()
