@@ -9,6 +9,12 @@ a transformer activation [B, T, C], channels last), measured in ONE run, repeats
   memcpy   — dst.copy_(x) into a preallocated tensor (read + write of the same bytes)
   alloc+cp — torch.empty_like(x).copy_(x) (what a copy costs with a fresh buffer)
 
+Then the histogram of a ReLU activation (half exact zeros) into 64 bins over [0, 8):
+
+  pow2     — kernels.histogram_pow2(x, -3, 0, 64, backend="native"): bin = floor(x·2**3), no edge test
+  generic  — kernels.histogram(x, 64, 0.0, 8.0, backend="native"): float64 estimate + edge correction
+  histc    — torch.histc(x, 64, 0, 8)
+
 Not a test: prints numbers, asserts nothing. Other processes on the machine make timings noisy.
 
     python benchmarks/bench_kernels.py                # 2 threads, 15 repeats
@@ -79,6 +85,29 @@ def bench(mib: int, channels_last: bool, repeats: int) -> dict[str, float]:
     return medians(fns, repeats)
 
 
+def bench_histogram(mib: int, repeats: int) -> dict[str, float]:
+    x = torch.randn(mib * 2**20 // 4).relu_()  # [M] float32, half zeros: one hot bin
+    fns = {
+        "pow2": lambda: kernels.histogram_pow2(x, -3, 0, 64, backend="native"),
+        "generic": lambda: kernels.histogram(x, 64, 0.0, 8.0, backend="native"),
+        "histc": lambda: torch.histc(x, 64, 0, 8),
+    }
+    return medians(fns, repeats)
+
+
+def print_histograms(sizes: list[int], repeats: int, threads: int) -> None:
+    print("\nhistogram, 64 bins, ReLU float32 data  (ns/value/thread = time · threads / values)")
+    print(f"{'size':>6} {'pow2':>9} {'generic':>9} {'histc':>9} │ {'gen/pow2':>8} {'histc/pow2':>10} {'pow2 ns':>8}")
+    for mib in sizes:
+        t = bench_histogram(mib, repeats)
+        ms = {k: v * 1e3 for k, v in t.items()}
+        per = t["pow2"] * threads / (mib * 2**20 // 4) * 1e9
+        print(
+            f"{mib:>4}Mi {ms['pow2']:>8.3f}m {ms['generic']:>8.3f}m {ms['histc']:>8.3f}m │"
+            f" {t['generic'] / t['pow2']:>7.1f}x {t['histc'] / t['pow2']:>9.1f}x {per:>8.3f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -94,7 +123,8 @@ def main() -> None:
         f"{'size':>6} {'layout':<12} {'native':>9} {'torch':>9} {'ops':>9} {'memcpy':>9} {'alloc+cp':>9} │"
         f" {'torch/nat':>9} {'ops/nat':>8} {'nat/memcpy':>10} {'nat/alloc+cp':>12}"
     )
-    for mib in (int(s) for s in args.sizes.split(",")):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    for mib in sizes:
         for channels_last in (False, True):
             t = bench(mib, channels_last, args.repeats)
             layout = "[B,T,C] last" if channels_last else "[N,C,S] first"
@@ -105,6 +135,7 @@ def main() -> None:
                 f" {ms['memcpy']:>8.3f}m {ms['alloc+cp']:>8.3f}m │ {t['torch'] / nat:>8.1f}x"
                 f" {t['ops'] / nat:>7.1f}x {nat / t['memcpy']:>9.2f}x {nat / t['alloc+cp']:>11.2f}x"
             )
+    print_histograms(sizes, args.repeats, args.threads)
 
 
 if __name__ == "__main__":

@@ -11,4 +11,10 @@ namespace ls {
 void histogram(const void* x, DType dtype, i64 n, i64 bins, double lo, double hi, i64* counts,
                int num_threads);
 
+// Power-of-two grid (see histogram_pow2.cpp): counts[bins + 2] (zeroed by the caller) += number of
+// finite x[i] with floor(x[i] · 2**−e) == j0 + j, for j in [0, bins); counts[bins] and counts[bins + 1]
+// receive the finite values below and above that window. NaN and ±Inf are not counted. The bins are
+// exact for every input type. Needs bins >= 1, -1022 <= e <= 1023, |j0| + bins <= 2**53 (else throws).
+void histogram_pow2(const void* x, DType dtype, i64 n, int e, i64 j0, i64 bins, i64* counts, int num_threads);
+
 }  // namespace ls

@@ -132,6 +132,21 @@ py::array histogram_py(const py::buffer& x, const std::string& dtype, i64 bins, 
     return counts;
 }
 
+py::array histogram_pow2_py(const py::buffer& x, const std::string& dtype, int e, i64 j0, i64 bins,
+                            int threads) {
+    const DType dt = parse_dtype(dtype);
+    const py::buffer_info info = request_contiguous(x, dt, 1, "histogram_pow2: x");
+    if (bins < 1) throw std::invalid_argument("histogram_pow2: bins must be >= 1");
+    auto counts = empty<i64>({bins + 2});
+    std::fill_n(counts.mutable_data(), bins + 2, i64(0));
+    i64* out = counts.mutable_data();
+    {
+        py::gil_scoped_release release;
+        histogram_pow2(info.ptr, dt, info.shape[0], e, j0, bins, out, threads);
+    }
+    return counts;
+}
+
 // Accumulation-type array (float64 for float64 inputs, float32 otherwise), on a cached buffer.
 py::array acc_array(DType dt, std::vector<py::ssize_t> shape) {
     if (dt == DType::f64) return cached_array<double>(shape);
@@ -230,6 +245,9 @@ PYBIND11_MODULE(_C, m) {
           "Per-channel statistics of x, a 3-D buffer read as [N, C, S] with any strides.");
     m.def("histogram", &ls::histogram_py, py::arg("x"), py::arg("dtype"), py::arg("bins"), py::arg("lo"),
           py::arg("hi"), py::arg("threads"), "int64 counts of the values of a 1-D contiguous buffer.");
+    m.def("histogram_pow2", &ls::histogram_pow2_py, py::arg("x"), py::arg("dtype"), py::arg("e"), py::arg("j0"),
+          py::arg("bins"), py::arg("threads"),
+          "int64 [bins + 2]: counts of floor(x * 2**-e) - j0 in [0, bins), then finite values below, above.");
     m.def("scan_forward", &ls::scan_forward_py, py::arg("a"), py::arg("b"), py::arg("h0"), py::arg("dtype"),
           py::arg("threads"), "h_t = a_t * h_{t-1} + b_t over [B, T, D] (C-contiguous).");
     m.def("scan_backward", &ls::scan_backward_py, py::arg("a"), py::arg("h"), py::arg("h0"),

@@ -89,7 +89,7 @@ public:
         out_ = &out;
         if (x_.s == 0) std::fill_n(out.sample_mean, x_.n * x_.c, std::numeric_limits<double>::quiet_NaN());
         if (chunks_ > 1) {
-            sample_sum_.assign(static_cast<std::size_t>(chunks_) * x_.n * x_.c, 0.0);
+            sample_sum_.assign(static_cast<std::size_t>(parts_) * x_.n * x_.c, 0.0);
             sample_cnt_.assign(sample_sum_.size(), 0);
         }
         FirstError error;
@@ -120,11 +120,12 @@ private:
     bool channels_last_ = false;
     i64 units_ = 0, groups_ = 1;
     i64 chunks_ = 1, chunk_len_ = 1;  // pieces of one (sample, channel) run, for parallelism
+    i64 parts_ = 1;                   // chunked: blocks per run, their sums kept apart (see put_sample)
     i64 samples_per_block_ = 0;       // short runs / short S: whole samples per block (0: off)
     i64 tile_ = 1, rows_ = 1;         // channels last: channels per tile, positions per block
     i64 channel_groups_ = 1, channel_group_len_ = 0;
     const ReduceOut* out_ = nullptr;
-    std::vector<double> sample_sum_;  // [chunks, N, C], only when a run is cut into chunks
+    std::vector<double> sample_sum_;  // [parts, N, C], only when a run is cut into chunks
     std::vector<i64> sample_cnt_;
 
     struct Scratch {
@@ -135,10 +136,12 @@ private:
         std::vector<i64> unit_cnt;
         std::vector<double> row_sums;  // channels first: per-run sums and finite counts
         std::vector<i64> row_counts;
+        std::vector<double> row_sd;
         explicit Scratch(const Reducer& r)
             : values(static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_))), above(r.num_thr_),
               tile(r.tile_, r.num_thr_), unit_sum(r.channel_group_len_), unit_cnt(r.channel_group_len_),
-              row_sums(std::max<i64>(r.samples_per_block_, 1)), row_counts(row_sums.size()) {}
+              row_sums(std::max<i64>(r.samples_per_block_, 1)), row_counts(row_sums.size()),
+              row_sd(row_sums.size()) {}
     };
 
     static i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / std::max<i64>(b, 1); }
@@ -154,7 +157,7 @@ private:
             return;
         }
         if (rows < want) chunks_ = std::min(ceil_div(want, rows), ceil_div(x_.s, kBlock));
-        chunk_len_ = ceil_div(x_.s, chunks_);
+        align_chunks(kBlock);
         units_ = rows * chunks_;
     }
 
@@ -169,13 +172,22 @@ private:
             units_ = ceil_div(x_.n, samples_per_block_);
         } else {
             if (x_.n < want) chunks_ = std::min(ceil_div(want, x_.n), ceil_div(x_.s, rows_));
-            chunk_len_ = ceil_div(x_.s, chunks_);
+            align_chunks(rows_);
             units_ = x_.n * chunks_;
         }
         const i64 tiles = ceil_div(x_.c, tile_);
         if (units_ < want && tiles > 1) channel_groups_ = std::min(tiles, ceil_div(want, units_));
         channel_group_len_ = ceil_div(tiles, channel_groups_) * tile_;
         units_ *= channel_groups_;
+    }
+
+    // Chunks start at multiples of the block length, and a chunked run keeps the sum of each block: a
+    // sample's sum is then the same sequence of additions (block by block, from position 0) however
+    // many chunks the batch size and thread count asked for.
+    void align_chunks(i64 block) {
+        chunk_len_ = ceil_div(ceil_div(x_.s, chunks_), block) * block;
+        chunks_ = ceil_div(x_.s, chunk_len_);
+        parts_ = chunks_ > 1 ? ceil_div(x_.s, block) : 1;
     }
 
     // -- channels first --
@@ -207,13 +219,14 @@ private:
         const E* v = load_runs(first, rows, stride, len, sc.values.data(), ld);
         std::fill(sc.above.begin(), sc.above.end(), 0);
         Partial p;
-        if (runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data())) {
+        if (runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data(),
+                      sc.row_sd.data())) {
             std::fill_n(sc.row_counts.data(), rows, len);
         } else {
             for (i64 r = 0; r < rows; ++r) {  // masked, run by run
                 Partial q;
                 run_masked(v + r * ld, len, 1, thr_.data(), num_thr_, q, sc.above.data());
-                sc.row_sums[r] = (q.ref + q.rel) * static_cast<double>(q.n), sc.row_counts[r] = q.n;
+                run_sum(v + r * ld, len, sc.row_sums[r], sc.row_counts[r]);  // = the fast path's sum
                 double n = static_cast<double>(p.n);
                 chan_merge(n, p.ref, p.rel, p.m2, static_cast<double>(q.n), q.ref, q.rel, q.m2);
                 p.n = static_cast<i64>(n), p.zeros += q.zeros, p.nan += q.nan, p.inf += q.inf;
@@ -244,12 +257,13 @@ private:
         double sum = 0;
         for (i64 b = s0; b < s1; b += kBlock) {
             runs(acc, sc, ch, row + b * x_.ss, 1, 0, std::min(kBlock, s1 - b));
+            if (chunks_ > 1) put_sample(b / kBlock, n, ch, sc.row_sums[0], sc.row_counts[0]);
             count += sc.row_counts[0], sum += sc.row_sums[0];
         }
-        put_sample(k, n, ch, sum, count);
+        if (chunks_ == 1) put_sample(0, n, ch, sum, count);
     }
 
-    // The sum and count of the finite values of sample n, channel ch (chunk k of its run).
+    // The sum and count of the finite values of sample n, channel ch (block k of its run when chunked).
     void put_sample(i64 k, i64 n, i64 ch, double sum, i64 count) {
         const std::size_t at = (static_cast<std::size_t>(k) * x_.n + n) * x_.c + ch;
         if (chunks_ > 1) {
@@ -283,8 +297,13 @@ private:
                     const In* base = in_ + n * x_.sn + b * x_.ss;
                     for (i64 c = c0; c < c1; c += tile_)
                         block(acc, sc, base, std::min(rows_, s1 - b), c, std::min(tile_, c1 - c), n, c - c0);
+                    if (chunks_ == 1) continue;  // else each block's sums are kept apart (align_chunks)
+                    for (i64 c = c0; c < c1; ++c) put_sample(b / rows_, n, c, sc.unit_sum[c - c0], sc.unit_cnt[c - c0]);
+                    std::fill_n(sc.unit_sum.data(), c1 - c0, 0.0);
+                    std::fill_n(sc.unit_cnt.data(), c1 - c0, 0);
                 }
-                for (i64 c = c0; c < c1; ++c) put_sample(k, n, c, sc.unit_sum[c - c0], sc.unit_cnt[c - c0]);
+                if (chunks_ > 1) continue;
+                for (i64 c = c0; c < c1; ++c) put_sample(0, n, c, sc.unit_sum[c - c0], sc.unit_cnt[c - c0]);
             }
         }
     }
@@ -304,13 +323,13 @@ private:
             tile_masked(v, rows, ld, width, thr_.data(), num_thr_, ts);
             for (i64 w = 0; w < width; ++w) acc.add(c0 + w, ts.masked[w], ts.masked_above.data() + w * num_thr_, 1);
         }
-        if (unit_at < 0 && finite) {  // sample means: shift + Σd/S over the sample's rows (chunks_ == 1 here)
-            const double inv = 1.0 / static_cast<double>(x_.s);
+        if (unit_at < 0 && finite) {  // sample means: Σx/S over the sample's rows (chunks_ == 1 here)
+            const double s = static_cast<double>(x_.s);
             for (i64 g = 0; g < rows / x_.s; ++g) {
                 double* out = out_->sample_mean + (n + g) * x_.c + c0;
-                const double* gsd = ts.group_sd.data() + g * width;
+                const double* gsum = ts.group_sum.data() + g * width;
 #pragma omp simd
-                for (i64 w = 0; w < width; ++w) out[w] = ts.shift[w] + gsd[w] * inv;
+                for (i64 w = 0; w < width; ++w) out[w] = gsum[w] / s;
             }
             return;
         }
@@ -326,22 +345,13 @@ private:
         }
     }
 
-    // Per-sample means over the finite values of the consecutive samples n0, … in one block (in L1/L2).
+    // Per-sample means over the finite values of the consecutive samples n0, … in one block (in L1/L2),
+    // with the additions of the finite path (tile_sum): a sample's mean does not depend on its neighbours.
     void whole_samples(const E* v, i64 ld, i64 rows, i64 n0, i64 c0, i64 width, Scratch& sc) {
         double* sum = sc.unit_sum.data();
         i64* cnt = sc.unit_cnt.data();
         for (i64 r0 = 0, n = n0; r0 < rows; r0 += x_.s, ++n) {
-            std::fill_n(sum, width, 0.0);
-            std::fill_n(cnt, width, 0);
-            for (i64 r = r0; r < r0 + x_.s; ++r) {
-                const E* p = v + r * ld;
-#pragma omp simd
-                for (i64 w = 0; w < width; ++w) {
-                    const bool fin = std::isfinite(p[w]);
-                    sum[w] += fin ? static_cast<double>(p[w]) : 0.0;
-                    cnt[w] += fin;
-                }
-            }
+            tile_sum(v + r0 * ld, x_.s, ld, width, sum, cnt);
             for (i64 w = 0; w < width; ++w) put_sample(0, n, c0 + w, sum[w], cnt[w]);
         }
     }
@@ -374,7 +384,7 @@ private:
         for (i64 i = 0; i < N * C; ++i) {
             double s = 0;
             i64 c = 0;
-            for (i64 k = 0; k < chunks_; ++k) s += sample_sum_[k * N * C + i], c += sample_cnt_[k * N * C + i];
+            for (i64 k = 0; k < parts_; ++k) s += sample_sum_[k * N * C + i], c += sample_cnt_[k * N * C + i];
             out.sample_mean[i] = c ? s / static_cast<double>(c) : std::numeric_limits<double>::quiet_NaN();
         }
     }

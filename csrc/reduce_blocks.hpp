@@ -129,49 +129,74 @@ LS_INLINE i64 runs_count_above(const E* x, i64 rows, i64 stride, i64 len, E th) 
     return total;
 }
 
-// Σd² over all runs and Σd per run (d = x − shift): the run sums are len·shift + Σd.
+// Σd² over all runs and, per run, Σd (d = x − shift) and Σx. The run sums Σx use run_sum's order of
+// additions, so that a run's sum depends on the run alone (not on the shift of the block it is in).
 template <class E>
-LS_INLINE double runs_pass2(const E* x, i64 rows, i64 stride, i64 len, double shift, double* row_sd) {
+LS_INLINE double runs_pass2(const E* x, i64 rows, i64 stride, i64 len, double shift, double* row_sd,
+                            double* row_sum) {
     double q[kLanes] = {};
     for (i64 r = 0; r < rows; ++r) {
         const E* row = x + r * stride;
-        double a[kLanes] = {};
+        double a[kLanes] = {}, b[kLanes] = {};
         i64 i = 0;
         for (; i + kLanes <= len; i += kLanes) {
             const E* xi = row + i;
 #pragma omp simd
             for (int j = 0; j < kLanes; ++j) {
-                const double d = static_cast<double>(xi[j]) - shift;
+                const double v = static_cast<double>(xi[j]), d = v - shift;
                 a[j] += d;
+                b[j] += v;
                 q[j] += d * d;
             }
         }
         for (int j = 0; i < len; ++i, ++j) {
-            const double d = static_cast<double>(row[i]) - shift;
-            a[j] += d, q[j] += d * d;
+            const double v = static_cast<double>(row[i]), d = v - shift;
+            a[j] += d, b[j] += v, q[j] += d * d;
         }
-        double sd = 0;
-        for (int j = 0; j < kLanes; ++j) sd += a[j];
-        row_sd[r] = sd;
+        double sd = 0, sum = 0;
+        for (int j = 0; j < kLanes; ++j) sd += a[j], sum += b[j];
+        row_sd[r] = sd, row_sum[r] = sum;
     }
     double sq = 0;
     for (int j = 0; j < kLanes; ++j) sq += q[j];
     return sq;
 }
 
+// Σ of the finite values of one run and their count, in runs_pass2's order of additions (kLanes
+// lanes, lane j holding positions ≡ j mod kLanes): equal to its Σx when the run is finite.
+template <class E>
+void run_sum(const E* row, i64 len, double& sum, i64& count) {
+    double b[kLanes] = {};
+    i64 n = 0, i = 0;
+    for (; i + kLanes <= len; i += kLanes)
+        for (int j = 0; j < kLanes; ++j) {
+            const E v = row[i + j];
+            const bool fin = std::isfinite(v);
+            b[j] += fin ? static_cast<double>(v) : 0.0, n += fin;
+        }
+    for (int j = 0; i < len; ++i, ++j) {
+        const E v = row[i];
+        const bool fin = std::isfinite(v);
+        b[j] += fin ? static_cast<double>(v) : 0.0, n += fin;
+    }
+    sum = 0;
+    for (int j = 0; j < kLanes; ++j) sum += b[j];
+    count = n;
+}
+
 // Fast path over the runs; false when they hold a non-finite value (nothing written then).
 // row_sums[r] receives the sum of run r.
 template <class E>
 LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
-                              i64* above, double* row_sums) {
+                              i64* above, double* row_sums, double* row_sd) {
     const Pass1<E> r = runs_pass1(x, rows, stride, len);
     if (!std::isfinite(r.sum)) return false;
     for (int t = 0; t < num_thr; ++t) above[t] += runs_count_above(x, rows, stride, len, thr[t]);
     const i64 n = rows * len;
     const double shift = r.sum / static_cast<double>(n);
-    const double sq = runs_pass2(x, rows, stride, len, shift, row_sums);
+    const double sq = runs_pass2(x, rows, stride, len, shift, row_sd, row_sums);
     double sd = 0;
-    for (i64 k = 0; k < rows; ++k) sd += row_sums[k], row_sums[k] += shift * static_cast<double>(len);
+    for (i64 k = 0; k < rows; ++k) sd += row_sd[k];
     p.n = n, p.zeros = r.zeros, p.min = r.lo, p.max = r.hi;
     p.ref = shift;
     shifted_moments(sd, sq, n, p.rel, p.m2);
@@ -179,12 +204,12 @@ LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E
 }
 
 LS_CLONES bool runs_fast(const float* x, i64 rows, i64 stride, i64 len, const float* thr, int num_thr, Partial& p,
-                         i64* above, double* row_sums) {
-    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums);
+                         i64* above, double* row_sums, double* row_sd) {
+    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums, row_sd);
 }
 LS_CLONES bool runs_fast(const double* x, i64 rows, i64 stride, i64 len, const double* thr, int num_thr,
-                         Partial& p, i64* above, double* row_sums) {
-    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums);
+                         Partial& p, i64* above, double* row_sums, double* row_sd) {
+    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums, row_sd);
 }
 
 // Masked path: statistics of the finite values only.
@@ -226,6 +251,7 @@ struct TileScratch {
     std::vector<cnt_t<E>> zeros, above;  // above: [T, width]
     std::vector<double> shift, sd, sq, rel, m2;  // block mean = shift + rel
     std::vector<double> group_sd;   // [groups, width]: Σd of each group of rows (one sample each)
+    std::vector<double> group_sum;  // [groups, width]: Σx of each group of rows (tile_sum's order)
     std::vector<Partial> masked;    // per channel, for tiles with NaN/Inf
     std::vector<i64> masked_above;  // [width, T]
     TileScratch(i64 width, int num_thr)
@@ -276,24 +302,51 @@ LS_INLINE void tile_count_above(const E* x, i64 rows, i64 ld, i64 width, E th, c
     }
 }
 
+// Σd, Σd² (d = x − shift) and Σx per channel; Σx in tile_sum's order of additions (pairs of rows).
 template <class E>
-LS_INLINE void tile_pass2(const E* x, i64 rows, i64 ld, i64 width, const double* shift, double* sd, double* sq) {
+LS_INLINE void tile_pass2(const E* x, i64 rows, i64 ld, i64 width, const double* shift, double* sd, double* sq,
+                          double* sum) {
     i64 r = 0;
     for (; r + 2 <= rows; r += 2) {
         const E *p0 = x + r * ld, *p1 = p0 + ld;
 #pragma omp simd
         for (i64 w = 0; w < width; ++w) {
-            const double d0 = static_cast<double>(p0[w]) - shift[w], d1 = static_cast<double>(p1[w]) - shift[w];
+            const double v0 = static_cast<double>(p0[w]), v1 = static_cast<double>(p1[w]);
+            const double d0 = v0 - shift[w], d1 = v1 - shift[w];
             sd[w] += d0 + d1;
             sq[w] += d0 * d0 + d1 * d1;
+            sum[w] += v0 + v1;
         }
     }
     for (; r < rows; ++r) {
         const E* p = x + r * ld;
 #pragma omp simd
         for (i64 w = 0; w < width; ++w) {
-            const double d = static_cast<double>(p[w]) - shift[w];
-            sd[w] += d, sq[w] += d * d;
+            const double v = static_cast<double>(p[w]), d = v - shift[w];
+            sd[w] += d, sq[w] += d * d, sum[w] += v;
+        }
+    }
+}
+
+// Σ of the finite values per channel over rows and their counts, in tile_pass2's order of additions.
+template <class E>
+void tile_sum(const E* x, i64 rows, i64 ld, i64 width, double* sum, i64* count) {
+    std::fill_n(sum, width, 0.0);
+    std::fill_n(count, width, 0);
+    i64 r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        const E *p0 = x + r * ld, *p1 = p0 + ld;
+        for (i64 w = 0; w < width; ++w) {
+            const bool f0 = std::isfinite(p0[w]), f1 = std::isfinite(p1[w]);
+            sum[w] += (f0 ? static_cast<double>(p0[w]) : 0.0) + (f1 ? static_cast<double>(p1[w]) : 0.0);
+            count[w] += f0 + f1;
+        }
+    }
+    for (; r < rows; ++r) {
+        const E* p = x + r * ld;
+        for (i64 w = 0; w < width; ++w) {
+            const bool f = std::isfinite(p[w]);
+            sum[w] += f ? static_cast<double>(p[w]) : 0.0, count[w] += f;
         }
     }
 }
@@ -314,11 +367,16 @@ LS_INLINE bool tile_fast_impl(const E* x, i64 rows, i64 ld, i64 width, i64 group
     const double inv = 1.0 / static_cast<double>(rows);
     for (i64 w = 0; w < width; ++w) ts.shift[w] = static_cast<double>(s[w]) * inv, ts.sd[w] = 0, ts.sq[w] = 0;
     const i64 groups = rows / group_rows;  // rows of one sample each: their Σd give the sample sums
-    if (static_cast<i64>(ts.group_sd.size()) < groups * width) ts.group_sd.resize(groups * width);
+    if (static_cast<i64>(ts.group_sd.size()) < groups * width) {
+        ts.group_sd.resize(groups * width);
+        ts.group_sum.resize(groups * width);
+    }
     for (i64 g = 0; g < groups; ++g) {
         double* gsd = ts.group_sd.data() + g * width;
+        double* gsum = ts.group_sum.data() + g * width;
         std::fill_n(gsd, width, 0.0);
-        tile_pass2(x + g * group_rows * ld, group_rows, ld, width, ts.shift.data(), gsd, ts.sq.data());
+        std::fill_n(gsum, width, 0.0);
+        tile_pass2(x + g * group_rows * ld, group_rows, ld, width, ts.shift.data(), gsd, ts.sq.data(), gsum);
 #pragma omp simd
         for (i64 w = 0; w < width; ++w) ts.sd[w] += gsd[w];
     }

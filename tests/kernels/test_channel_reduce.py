@@ -199,3 +199,41 @@ def test_zero_copy_and_gradients_untouched():
     got = native(view_of(x, False))  # a tensor that requires grad is read without a copy or a graph
     assert got.mean.grad_fn is None
     assert_stats_close(got, reference(view_of(x.detach(), False)), rtol=1e-6)
+
+
+# A sample's mean must not depend on the batch it is reduced in (its neighbours, the batch size, how
+# the work was cut): the same samples inside different batches give bitwise-equal sample_mean.
+@needs_native
+@pytest.mark.parametrize(
+    "channels_last,s,c",
+    [(False, 100, 6), (False, 5000, 2), (False, 9000, 1), (True, 30, 64), (True, 700, 64), (True, 3, 300)],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sample_mean_does_not_depend_on_the_batch(channels_last, s, c, threads, dtype):
+    g = torch.Generator().manual_seed(s + c)
+    full = (torch.randn(12, s, c, generator=g, dtype=torch.float64) * 1e3 + 1e4).to(dtype)  # [N, S, C]
+    full = full if channels_last else full.transpose(1, 2).contiguous()  # [N, C, S] channels first
+    poisoned = full.clone()
+    poisoned[0].view(-1)[::7] = float("nan")  # a neighbour with NaN must not change the others
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        whole = native(view_of(full, channels_last)).sample_mean  # [N, C]
+        for batch in (full[5:6], full[3:8], full[1:], full[[7, 2, 9]], poisoned[:6]):
+            got = native(view_of(batch.contiguous(), channels_last)).sample_mean
+            rows = _rows_of(batch, full)
+            for r, n in enumerate(rows):
+                if n is not None:
+                    assert torch.equal(got[r], whole[n]), f"sample {n} in a batch of {len(batch)}"
+    finally:
+        torch.set_num_threads(old)
+
+
+def _rows_of(batch: torch.Tensor, full: torch.Tensor) -> list[int | None]:
+    """Index in ``full`` of each sample of ``batch`` (None for a sample that differs from all)."""
+    out = []
+    for b in batch:
+        hits = [n for n in range(len(full)) if torch.equal(b, full[n])]
+        out.append(hits[0] if hits else None)
+    return out

@@ -255,7 +255,24 @@ def test_merge_with_empty_and_bins_mismatch() -> None:
         AdaptiveHistogram(bins=3)
 
 
-def test_uses_kernels_histogram_when_present(monkeypatch) -> None:
+def test_uses_kernels_histogram_pow2_when_present(monkeypatch) -> None:
+    calls = []
+
+    def fake_pow2(x, exponent, offset, bins):  # an independent implementation of the kernel's contract
+        v = x.detach().double().reshape(-1).numpy()
+        v = v[np.isfinite(v)]
+        calls.append((exponent, offset, bins))
+        edges = [math.ldexp(float(offset + i), exponent) for i in range(bins + 1)]
+        return torch.from_numpy(np.histogram(v, bins=edges)[0])
+
+    monkeypatch.setattr(kernels, "histogram_pow2", fake_pow2, raising=False)
+    h = feed(AdaptiveHistogram(bins=4), [0.0, 1.0, 2.0, 3.0])
+    assert calls == [(0, 0, 4)]
+    assert h.counts.tolist() == [1, 1, 1, 1]
+
+
+def test_falls_back_to_kernels_histogram_without_pow2(monkeypatch) -> None:
+    monkeypatch.delattr(kernels, "histogram_pow2", raising=False)
     calls = []
 
     def fake_histogram(x, bins, lo, hi):  # an independent implementation of the kernel's contract
@@ -279,6 +296,7 @@ def test_local_exact_path_agrees_with_the_kernel(seed: int, monkeypatch) -> None
     for x in batches:
         feed(with_kernel, torch.from_numpy(x))
     monkeypatch.delattr(kernels, "histogram")
+    monkeypatch.delattr(kernels, "histogram_pow2", raising=False)
     local = AdaptiveHistogram(bins=16)
     for x in batches:
         feed(local, torch.from_numpy(x))

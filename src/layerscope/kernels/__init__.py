@@ -18,7 +18,7 @@ from .._errors import ConfigError
 from .._registry import Registry
 from ..capture.layout import LayoutView
 from ._contract import ChannelStats
-from ._histogram import check_histogram_args, histogram_torch
+from ._histogram import check_histogram_args, check_pow2_args, histogram_pow2_torch, histogram_torch
 from ._scan import ScanKernels, scan_backward_torch, scan_forward_torch
 from ._torch import channel_reduce_torch
 
@@ -31,11 +31,12 @@ __all__ = [
     "backend_info",
     "channel_reduce",
     "histogram",
+    "histogram_pow2",
     "kernel_environment",
     "select_backend",
 ]
 
-KERNELS = ("channel_reduce", "histogram", "scan")
+KERNELS = ("channel_reduce", "histogram", "histogram_pow2", "scan")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Backend:
     # (x, bins, lo, hi) → int64 [bins]; see :func:`histogram` for the semantics
     histogram: Callable[[torch.Tensor, int, float, float], torch.Tensor] | None = None
     scan: ScanKernels | None = None
+    # (x, exponent, offset, bins) → int64 [bins]; see :func:`histogram_pow2`
+    histogram_pow2: Callable[[torch.Tensor, int, int, int], torch.Tensor] | None = None
 
 
 BACKENDS: Registry[Backend] = Registry("kernel backend")
@@ -60,6 +63,7 @@ BACKENDS.register("torch")(
         priority=100,
         histogram=histogram_torch,
         scan=ScanKernels(scan_forward_torch, scan_backward_torch),
+        histogram_pow2=histogram_pow2_torch,
     )
 )
 
@@ -122,6 +126,21 @@ def histogram(x: torch.Tensor, bins: int, lo: float, hi: float, backend: str | N
     bins, lo, hi = check_histogram_args(bins, lo, hi)
     chosen, _ = select_backend(x.device, x.dtype, backend, kernel="histogram")
     return chosen.histogram(x.detach(), bins, lo, hi)
+
+
+def histogram_pow2(
+    x: torch.Tensor, exponent: int, offset: int, bins: int, backend: str | None = None
+) -> torch.Tensor:
+    """Counts of the values of ``x`` (any shape) on a power-of-two grid: int64 ``[bins]``.
+
+    Bin ``i`` holds the ``x`` with ``floor(x / 2**exponent) == offset + i``, i.e. ``[(offset + i)·w,
+    (offset + i + 1)·w)`` for ``w = 2**exponent`` — exact for every floating dtype (no edge rounding).
+    Values outside the window, NaN and ±Inf are **not counted**. Needs ``−1022 ≤ exponent ≤ 1023`` and
+    ``|offset| + bins ≤ 2**53``.
+    """
+    exponent, offset, bins = check_pow2_args(exponent, offset, bins)
+    chosen, _ = select_backend(x.device, x.dtype, backend, kernel="histogram_pow2")
+    return chosen.histogram_pow2(x.detach(), exponent, offset, bins)
 
 
 def kernel_environment() -> dict[str, Any]:

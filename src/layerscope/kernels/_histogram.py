@@ -1,8 +1,13 @@
-"""Histogram into equal bins over ``[lo, hi]``: argument checks and the torch reference.
+"""Histograms: argument checks and the torch references.
 
-The bins are defined by float64 edges (``numpy.histogram``'s convention for equal bins): every backend
-computes the same edges and compares against them, so a value on an edge lands in the same bin
-everywhere, whatever the rounding of ``(x − lo)·bins/(hi − lo)``.
+``histogram``: equal bins over ``[lo, hi]`` defined by float64 edges (``numpy.histogram``'s convention
+for equal bins): every backend computes the same edges and compares against them, so a value on an
+edge lands in the same bin everywhere, whatever the rounding of ``(x − lo)·bins/(hi − lo)``.
+
+``histogram_pow2``: bins of width ``w = 2**e`` with edges at integer multiples of ``w`` (the grid of
+``stats.histogram``). The bin of ``x`` is ``floor(x · 2**−e)``, exact in binary floating point because
+the scaling is by a power of two (a negative value whose quotient underflows to −0 is in bin −1), so no
+edge comparison is needed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import math
 import torch
 
 from .._errors import ConfigError
+
+POW2_MIN_EXPONENT, POW2_MAX_EXPONENT = -1022, 1023  # 2**e and 2**-e are float64 numbers
+POW2_MAX_INDEX = 2**53  # |j0| + bins: every bin index of the window is an exact float64 integer
 
 
 def check_histogram_args(bins: int, lo: float, hi: float) -> tuple[int, float, float]:
@@ -50,3 +58,27 @@ def histogram_torch(x: torch.Tensor, bins: int, lo: float, hi: float) -> torch.T
     # right=True: idx with edges[idx−1] <= v < edges[idx]; v == hi → bins + 1, folded into the last bin
     j = (torch.bucketize(v[inside], edges, right=True) - 1).clamp_(max=bins - 1)
     return torch.bincount(j, minlength=bins)
+
+
+def check_pow2_args(exponent: int, offset: int, bins: int) -> tuple[int, int, int]:
+    """``(exponent, offset, bins)`` as ints, or a ConfigError saying what is wrong."""
+    if int(bins) != bins or int(bins) < 1:
+        raise ConfigError(f"histogram bins must be a positive integer, got {bins!r}")
+    if int(exponent) != exponent or not POW2_MIN_EXPONENT <= int(exponent) <= POW2_MAX_EXPONENT:
+        raise ConfigError(
+            f"histogram_pow2 exponent must be an integer in [{POW2_MIN_EXPONENT}, {POW2_MAX_EXPONENT}], "
+            f"got {exponent!r}"
+        )
+    if int(offset) != offset or abs(int(offset)) + int(bins) > POW2_MAX_INDEX:
+        raise ConfigError(f"histogram_pow2 needs an integer offset with |offset| + bins ≤ 2**53, got {offset!r}")
+    return int(exponent), int(offset), int(bins)
+
+
+def histogram_pow2_torch(x: torch.Tensor, exponent: int, offset: int, bins: int) -> torch.Tensor:
+    """Reference: ``floor(x · 2**−e)`` in float64 (exact for every floating dtype), then ``bincount``."""
+    v = x.reshape(-1).to(torch.float64)  # [M]
+    j = torch.floor(v * math.ldexp(1.0, -exponent))  # exact: power-of-two scaling; overflow → ±inf
+    j = torch.where((j == 0) & (v < 0), -1.0, j)  # a negative value whose quotient underflowed to −0
+    rel = j - float(offset)  # exact inside the window (|offset| + bins ≤ 2**53)
+    keep = (rel >= 0) & (rel < bins)  # NaN and ±Inf fail one of the two
+    return torch.bincount(rel[keep].to(torch.int64), minlength=bins)

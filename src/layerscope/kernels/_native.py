@@ -93,6 +93,12 @@ def histogram_native(x: torch.Tensor, bins: int, lo: float, hi: float) -> torch.
     )
 
 
+def histogram_pow2_native(x: torch.Tensor, exponent: int, offset: int, bins: int) -> torch.Tensor:
+    flat = dense_flat(x)
+    counts = _C.histogram_pow2(as_array(flat), _TAGS[x.dtype], exponent, offset, bins, torch.get_num_threads())
+    return torch.from_numpy(counts[:bins])  # [bins + 2]: then the finite values below / above the window
+
+
 def _h0_array(h0: torch.Tensor | None) -> np.ndarray | None:
     return None if h0 is None else as_array(h0.contiguous())
 
@@ -124,5 +130,6 @@ BACKENDS.register("native")(
         priority=10,
         histogram=histogram_native,
         scan=ScanKernels(scan_forward_native, scan_backward_native),
+        histogram_pow2=histogram_pow2_native,
     )
 )

@@ -17,10 +17,14 @@ finer bins could not separate float64 values near m, and it keeps ``|x| / w < 2*
 indices and edges (``(j0 + i)·w``) are exact float64 numbers. Non-finite values are not binned (the
 moments accumulator counts them).
 
-Counting goes through ``layerscope.kernels.histogram`` (native / Triton / torch), whose float64 edges
-``lo + i·((hi − lo)/bins)`` are exactly ``(j0 + i)·w`` here because ``hi − lo = bins·w`` is exact.
-Where the window reaches past the float64 range (``hi − lo`` not finite: data spanning ~1e308) a
-local exact path bins by ``floor(x / 2**e)`` instead.
+Counting goes through ``layerscope.kernels.histogram_pow2`` (native / torch), which bins by
+``floor(x · 2**−e)`` directly — exact in float32 too, no edge comparisons. Without it (an older kernel
+set), ``kernels.histogram`` with the float64 edges ``lo + i·((hi − lo)/bins)``, exactly ``(j0 + i)·w``
+because ``hi − lo = bins·w`` is exact, and where even that window reaches past the float64 range a local
+exact path.
+
+One pass per batch: ``update`` first grows the grid to the batch's finite [min, max], which the fused
+channel reduction has already computed, so every finite value lies in the window when it is counted.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ def bin_values(x: torch.Tensor, e: int, j0: int, bins: int) -> torch.Tensor:
 
     Every finite value must lie in the window (the caller coarsens first).
     """
+    if hasattr(kernels, "histogram_pow2"):  # exact power-of-two binning, one read
+        return kernels.histogram_pow2(x, e, j0, bins)
     lo, hi = _edge(j0, e), _edge(j0 + bins, e)
     if hasattr(kernels, "histogram") and math.isfinite(hi - lo):  # fused kernel, exact edges (see top)
         return kernels.histogram(x, bins, lo, hi).to(torch.int64)

@@ -1,0 +1,183 @@
+"""``kernels.histogram_pow2``: every backend against brute-force references of the power-of-two grid
+(bin i of the window holds ``floor(x / 2**e) == offset + i``; outside, NaN, ±Inf → not counted).
+
+The adversarial reference is exact rational arithmetic (``fractions.Fraction``), independent of any
+floating-point rounding; the random one is float64 NumPy ``np.floor(x / w)``."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from layerscope import ConfigError, kernels
+
+from ._reference import needs_native
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+F32_MAX, F32_TINY = float(torch.finfo(torch.float32).max), float(torch.finfo(torch.float32).smallest_normal)
+
+
+def backends() -> list[str]:
+    names = ["torch"]
+    ok, _ = kernels.BACKENDS.get("native").available(torch.device("cpu"), torch.float32)
+    return names + (["native"] if ok else [])
+
+
+def exact_counts(x: torch.Tensor, e: int, offset: int, bins: int) -> np.ndarray:
+    """Brute force in rationals: bin of v is floor(v / 2**e), exactly."""
+    counts = np.zeros(bins, dtype=np.int64)
+    w = Fraction(2) ** e
+    for v in x.detach().to(torch.float64).reshape(-1).tolist():
+        if not math.isfinite(v):
+            continue
+        i = math.floor(Fraction(v) / w) - offset
+        if 0 <= i < bins:
+            counts[i] += 1
+    return counts
+
+
+def numpy_counts(x: torch.Tensor, e: int, offset: int, bins: int) -> np.ndarray:
+    """float64 NumPy: np.floor(x / w) (exact here: no value under- or overflows the quotient)."""
+    v = x.detach().to(torch.float64).reshape(-1).numpy()
+    j = np.floor(v[np.isfinite(v)] / 2.0**e) - offset
+    return np.bincount(j[(j >= 0) & (j < bins)].astype(np.int64), minlength=bins)
+
+
+def grid_values(e: int, offset: int, bins: int, dtype: torch.dtype) -> list[float]:
+    """Edges of the window (and one bin beyond), each with its neighbours in ``dtype``, negated too."""
+    w = math.ldexp(1.0, e)
+    edges = [float(offset + i) * w for i in range(-1, bins + 2)]  # ±inf past float64's range
+    as_dtype = torch.tensor(edges, dtype=torch.float64).to(dtype)
+    inf = torch.tensor(math.inf, dtype=dtype)
+    up, down = torch.nextafter(as_dtype, inf), torch.nextafter(as_dtype, -inf)
+    values = torch.cat([as_dtype, up, down]).to(torch.float64)
+    return values.tolist() + (-values).tolist()
+
+
+def adversarial(dtype: torch.dtype, e: int, offset: int, bins: int) -> torch.Tensor:
+    finfo = torch.finfo(dtype)
+    limits = [finfo.max, finfo.tiny, finfo.tiny * finfo.eps, finfo.eps]  # max, smallest normal, subnormal
+    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0, *limits, *(-v for v in limits)]
+    values = grid_values(e, offset, bins, dtype) + specials
+    noise = torch.randn(2001, generator=torch.Generator().manual_seed(bins)) * (bins * math.ldexp(1.0, e))
+    return torch.cat([torch.tensor(values, dtype=torch.float64), noise.double()]).to(dtype)
+
+
+# (exponent, offset, bins): small grids around 0, negative windows, float32's exact-integer limit
+# (|offset| + bins = 2**24), past it (float64 path), 2**-e outside float32's range (both ways),
+# bins wider than the data, and the float64 extremes of the accumulator's range.
+GRIDS = [
+    (-3, -10, 20),
+    (0, -4, 8),
+    (2, -7, 3),
+    (0, 2**24 - 64, 64),
+    (-20, 2**30, 64),
+    (-140, -5, 10),
+    (127, -2, 4),
+    (-1022, -(2**40), 64),
+    (1023, -2, 4),
+    (-60, 2**52, 16),
+]
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("e", "offset", "bins"), GRIDS)
+def test_matches_exact_reference_on_adversarial_values(backend, dtype, e, offset, bins):
+    x = adversarial(dtype, e, offset, bins)
+    got = kernels.histogram_pow2(x, e, offset, bins, backend=backend)
+    assert got.dtype == torch.int64 and got.shape == (bins,)
+    np.testing.assert_array_equal(got.numpy(), exact_counts(x, e, offset, bins))
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_edge_semantics(backend):
+    # w = 0.25, window [−0.5, 0.5): bins −2 … 1
+    x = torch.tensor([-0.5, -0.25, -1e-30, -0.0, 0.0, 0.2499999, 0.25, 0.5, math.nan, -math.inf], dtype=torch.float32)
+    got = kernels.histogram_pow2(x, -2, -2, 4, backend=backend)
+    # −0.5 → bin −2; −0.25 → −1; −1e-30 → −1 (a negative value is never in bin 0); ±0 → 0; 0.2499999 → 0;
+    # 0.25 → 1; 0.5 is the next window's; NaN/−Inf not counted
+    assert got.tolist() == [1, 2, 3, 1]
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_negative_value_whose_quotient_underflows_is_in_bin_minus_one(backend):
+    tiny = torch.tensor([-5e-324, 5e-324, -1e-300], dtype=torch.float64)
+    assert kernels.histogram_pow2(tiny, 1023, -2, 4, backend=backend).tolist() == [0, 2, 1, 0]
+    sub = torch.tensor([-1e-45, 1e-45, -1e-40], dtype=torch.float32)  # float32 subnormals
+    assert kernels.histogram_pow2(sub, 100, -2, 4, backend=backend).tolist() == [0, 2, 1, 0]
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_overflowing_quotient_is_outside(backend):
+    x = torch.tensor([F32_MAX, -F32_MAX, 1.0], dtype=torch.float32)
+    assert kernels.histogram_pow2(x, -120, 2**23, 8, backend=backend).tolist() == [0] * 8
+    x64 = torch.tensor([1e308, -1e308, 2.0**-1022], dtype=torch.float64)
+    assert kernels.histogram_pow2(x64, -1022, 0, 4, backend=backend).tolist() == [0, 1, 0, 0]  # 2**-1022 → bin 1
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_random_against_numpy(backend, dtype):
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(100_003, generator=g) * 3 + 0.5).to(dtype)
+    x[::97] = 0.0
+    for e, offset, bins in [(-3, -96, 200), (-2, -20, 64), (0, 0, 16), (-4, 3, 64)]:
+        got = kernels.histogram_pow2(x, e, offset, bins, backend=backend)
+        np.testing.assert_array_equal(got.numpy(), numpy_counts(x, e, offset, bins))
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_non_contiguous_and_channels_last(backend):
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(8, 6, 5, 7, generator=g)
+    for x in (base.transpose(1, 3), base[:, ::2, :, 1:], base.to(memory_format=torch.channels_last), base[0, 0, 0]):
+        got = kernels.histogram_pow2(x, -2, -16, 32, backend=backend)
+        np.testing.assert_array_equal(got.numpy(), numpy_counts(x.contiguous(), -2, -16, 32))
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_native_equals_torch_for_1_2_and_n_threads(dtype):
+    g = torch.Generator().manual_seed(11)
+    x = (torch.randn(1_000_003, generator=g) * 4).relu().to(dtype)  # half zeros: one hot bin
+    x[::1001] = math.nan
+    expected = kernels.histogram_pow2(x, -3, 0, 64, backend="torch")
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3, 8):
+            torch.set_num_threads(n)
+            got = kernels.histogram_pow2(x, -3, 0, 64, backend="native")
+            np.testing.assert_array_equal(got.numpy(), expected.numpy(), err_msg=f"{n} threads")
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_native
+def test_native_reports_finite_values_below_and_above_the_window():
+    from layerscope.kernels._native import _C
+
+    x = np.array([-3.0, -2.0, 0.0, 1.5, 2.0, 7.0, np.nan, np.inf, -np.inf, 3e38], dtype=np.float32)
+    out = _C.histogram_pow2(x, "float32", 0, -2, 4, 1)  # window [−2, 2)
+    assert out.tolist() == [1, 0, 1, 1, 1, 3]  # 4 bins, then below (−3) and above (2, 7, 3e38)
+
+
+def test_bad_arguments_raise_config_error():
+    x = torch.zeros(3)
+    with pytest.raises(ConfigError, match="bins must be a positive integer"):
+        kernels.histogram_pow2(x, 0, 0, 0)
+    with pytest.raises(ConfigError, match="exponent must be an integer in"):
+        kernels.histogram_pow2(x, 1024, 0, 4)
+    with pytest.raises(ConfigError, match="exponent must be an integer in"):
+        kernels.histogram_pow2(x, 0.5, 0, 4)
+    with pytest.raises(ConfigError, match=r"\|offset\| \+ bins ≤ 2\*\*53"):
+        kernels.histogram_pow2(x, 0, 2**53, 4)
+
+
+def test_every_backend_has_a_reference_or_falls_back():
+    backend, _ = kernels.select_backend(torch.device("cpu"), torch.float32, kernel="histogram_pow2")
+    assert backend.name in {"native", "torch"}
