@@ -157,3 +157,15 @@ def test_layout_override():
         model(torch.randn(2, 3, 5))
     meta = probe.result().layers["0"].meta
     assert meta["channels_last"] and len(probe.result().layers["0"].stats["moments"]["per_channel"]["mean"]) == 5
+
+
+def test_a_probe_inside_and_then_outside_inference_mode():
+    # scratch buffers made during an inference_mode pass must stay usable in a later grad-mode pass
+    from layerscope.kernels._torch import release_workspace
+
+    release_workspace()
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU())
+    for ctx in (torch.inference_mode, torch.no_grad, torch.enable_grad):
+        with ctx(), Probe(model, stats=("moments", "spatial", "covariance"), backend="torch") as probe:
+            model(torch.randn(3, 2, 8, 8))
+        assert probe.result().layers["1"].meta["samples"] == 3

@@ -34,7 +34,9 @@ def workspace(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Ten
     cache: dict = _local.__dict__.setdefault("buffers", {})
     buf = cache.get(key)
     if buf is None or buf.numel() < like.numel():
-        buf = cache[key] = torch.empty(like.numel(), dtype=dtype, device=like.device)
+        # a normal tensor even when first asked for under inference_mode: it is reused outside it too
+        with torch.inference_mode(False):
+            buf = cache[key] = torch.empty(like.numel(), dtype=dtype, device=like.device)
     return buf[: like.numel()].view(like.shape)
 
 
