@@ -6,20 +6,12 @@ user cache directory, keyed by everything that changes the weights.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import logging
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_write_bytes
 from . import DEMOS, MODELS
-
-log = logging.getLogger(__name__)
+from ._training import cache_path, cached_or_trained, train_classifier
 
 TRAIN = {"seed": 0, "epochs": 15, "lr": 2e-3, "batch_size": 64, "test_fraction": 0.25, "version": 1}
 
@@ -60,52 +52,17 @@ def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
     return x[train], y[train], x[test], y[test]
 
 
-def _cache_path() -> Path:
-    from platformdirs import user_cache_dir
-
-    key = hashlib.sha256(repr(sorted(TRAIN.items())).encode() + repr(DigitsCNN()).encode()).hexdigest()[:16]
-    root = Path(os.environ.get("LAYERSCOPE_CACHE_DIR") or user_cache_dir("layerscope"))
-    return root / f"digits-cnn-{key}.pt"
-
-
-def _train(model: DigitsCNN, x: torch.Tensor, y: torch.Tensor) -> None:
-    gen = torch.Generator().manual_seed(TRAIN["seed"])
-    opt = torch.optim.Adam(model.parameters(), lr=TRAIN["lr"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-for-bit the same weights on every machine with this torch
-    try:
-        model.train()
-        for _ in range(TRAIN["epochs"]):
-            for idx in torch.randperm(len(y), generator=gen).split(TRAIN["batch_size"]):
-                opt.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-        model.eval()
-
-
 def trained_digits_cnn(cache: bool = True) -> DigitsCNN:
     """The demo CNN, trained on the digits training split (loaded from the cache when present)."""
     torch.manual_seed(TRAIN["seed"])
     model = DigitsCNN()
-    path = _cache_path()
-    if cache and path.exists():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval()
-        except Exception as exc:  # a corrupt or stale cache is rebuilt, never fatal
-            log.warning("ignoring the cached demo weights at %s (%s); retraining", path, exc)
-    x_train, y_train, _, _ = digits_data()
-    _train(model, x_train, y_train)
-    if cache:
-        buf = io.BytesIO()
-        torch.save(model.state_dict(), buf)
-        try:
-            atomic_write_bytes(path, buf.getvalue())
-        except OSError as exc:
-            log.warning("could not cache the demo weights at %s: %s", path, exc)
-    return model
+    path = cache_path("digits-cnn", model, TRAIN)
+
+    def train(m: nn.Module) -> None:
+        x_train, y_train, _, _ = digits_data()
+        train_classifier(m, x_train, y_train, TRAIN)
+
+    return cached_or_trained(model, path, train, cache)
 
 
 @MODELS.register("digits-cnn")
