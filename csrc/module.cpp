@@ -115,6 +115,43 @@ py::dict channel_reduce_py(const py::buffer& x, const std::string& dtype,
     return d;
 }
 
+// The same statistics as a tuple in ChannelStats field order (count, mean, m2, min, max, zeros, above,
+// nan, inf, sample_mean), all ten arrays views of ONE cached buffer: one allocation and no dict per call.
+py::tuple channel_reduce_tuple_py(const py::buffer& x, const std::string& dtype,
+                                  const py::array_t<double, py::array::c_style | py::array::forcecast>& thresholds,
+                                  int threads) {
+    const DType dt = parse_dtype(dtype);
+    const py::buffer_info info = request(x, dt, 3, "channel_reduce: x [N, C, S]");
+    const i64 n = info.shape[0], c = info.shape[1], s = info.shape[2];
+    const i64 item = info.itemsize;
+    const Strided3 view{info.ptr, dt, n, c, s, info.strides[0] / item, info.strides[1] / item,
+                        info.strides[2] / item};
+    const int num_thr = static_cast<int>(thresholds.size());
+    // 8-byte cells: count, zeros, nan, inf [C] | above [T, C] | mean, m2, min, max [C] | sample_mean [N, C]
+    const std::size_t cells = static_cast<std::size_t>(c) * (8 + num_thr + n);
+    const std::size_t bytes = cells * 8;
+    void* p = acquire_buffer(bytes);
+    py::capsule owner(p, nullptr, [](PyObject* cap) {
+        void* q = PyCapsule_GetPointer(cap, nullptr);
+        release_buffer(q, reinterpret_cast<std::size_t>(PyCapsule_GetContext(cap)));
+    });
+    PyCapsule_SetContext(owner.ptr(), reinterpret_cast<void*>(bytes));
+    i64* ip = static_cast<i64*>(p);
+    double* fp = reinterpret_cast<double*>(ip + c * (4 + num_thr));
+    const ReduceOut out{ip, fp, fp + c, fp + 2 * c, fp + 3 * c, ip + c, ip + 4 * c, ip + 2 * c, ip + 3 * c,
+                        fp + 4 * c};
+    const double* thr = thresholds.data();
+    {
+        py::gil_scoped_release release;
+        channel_reduce(view, thr, num_thr, out, threads);
+    }
+    const auto ints = [&](i64* q) { return py::array_t<i64>({c}, q, owner); };
+    const auto floats = [&](double* q) { return py::array_t<double>({c}, q, owner); };
+    return py::make_tuple(ints(out.count), floats(out.mean), floats(out.m2), floats(out.min), floats(out.max),
+                          ints(out.zeros), py::array_t<i64>({static_cast<i64>(num_thr), c}, out.above, owner),
+                          ints(out.nan), ints(out.inf), py::array_t<double>({n, c}, out.sample_mean, owner));
+}
+
 py::array histogram_py(const py::buffer& x, const std::string& dtype, i64 bins, double lo, double hi,
                        int threads) {
     const DType dt = parse_dtype(dtype);
@@ -243,6 +280,9 @@ PYBIND11_MODULE(_C, m) {
     m.def("channel_reduce", &ls::channel_reduce_py, py::arg("x"), py::arg("dtype"), py::arg("thresholds"),
           py::arg("threads"),
           "Per-channel statistics of x, a 3-D buffer read as [N, C, S] with any strides.");
+    m.def("channel_reduce_tuple", &ls::channel_reduce_tuple_py, py::arg("x"), py::arg("dtype"),
+          py::arg("thresholds"), py::arg("threads"),
+          "channel_reduce's arrays as a tuple in ChannelStats field order, views of one buffer.");
     m.def("histogram", &ls::histogram_py, py::arg("x"), py::arg("dtype"), py::arg("bins"), py::arg("lo"),
           py::arg("hi"), py::arg("threads"), "int64 counts of the values of a 1-D contiguous buffer.");
     m.def("histogram_pow2", &ls::histogram_pow2_py, py::arg("x"), py::arg("dtype"), py::arg("e"), py::arg("j0"),

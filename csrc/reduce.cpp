@@ -138,11 +138,18 @@ private:
         std::vector<i64> row_counts;
         std::vector<double> row_sd;
         explicit Scratch(const Reducer& r)
-            : values(static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_))), above(r.num_thr_),
+            : values(r.copies() ? static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_)) : 0),
+              above(r.num_thr_),
               tile(r.tile_, r.num_thr_), unit_sum(r.channel_group_len_), unit_cnt(r.channel_group_len_),
               row_sums(std::max<i64>(r.samples_per_block_, 1)), row_counts(row_sums.size()),
               row_sd(row_sums.size()) {}
     };
+
+    // Whether load_runs / load_tile copy into Scratch::values (else they read the input in place and
+    // the 64 KiB scratch is not allocated, nor zeroed, per thread and call).
+    bool copies() const {
+        return !std::is_same_v<In, E> || (channels_last_ ? x_.sc != 1 : x_.ss != 1);
+    }
 
     static i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / std::max<i64>(b, 1); }
 

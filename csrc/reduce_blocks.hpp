@@ -77,7 +77,9 @@ struct Pass1 {
     i64 zeros;
 };
 
-template <class E>
+// Tail = false: len is a multiple of kLanes (no tail loop, so the lane accumulators stay in registers
+// across runs). Tail = true: the general case. Both add in the same order.
+template <class E, bool Tail>
 LS_INLINE Pass1<E> runs_pass1(const E* x, i64 rows, i64 stride, i64 len) {
     E s[kLanes], lo[kLanes], hi[kLanes];
     cnt_t<E> z[kLanes];
@@ -97,9 +99,11 @@ LS_INLINE Pass1<E> runs_pass1(const E* x, i64 rows, i64 stride, i64 len) {
                 z[j] += (v == E(0));
             }
         }
-        for (int j = 0; i < len; ++i, ++j) {
-            const E v = row[i];
-            s[j] += v, lo[j] = v < lo[j] ? v : lo[j], hi[j] = v > hi[j] ? v : hi[j], z[j] += (v == E(0));
+        if constexpr (Tail) {
+            for (int j = 0; i < len; ++i, ++j) {
+                const E v = row[i];
+                s[j] += v, lo[j] = v < lo[j] ? v : lo[j], hi[j] = v > hi[j] ? v : hi[j], z[j] += (v == E(0));
+            }
         }
     }
     Pass1<E> p{0.0, lo[0], hi[0], 0};
@@ -111,51 +115,76 @@ LS_INLINE Pass1<E> runs_pass1(const E* x, i64 rows, i64 stride, i64 len) {
     return p;
 }
 
-template <class E>
-LS_INLINE i64 runs_count_above(const E* x, i64 rows, i64 stride, i64 len, E th) {
-    cnt_t<E> c[kLanes] = {};
+// Counts of x > th0 and (when Two) x > th1 in one sweep; integer counts, so the order is free.
+template <class E, bool Two>
+LS_INLINE void runs_count_above(const E* x, i64 rows, i64 stride, i64 len, E th0, E th1, i64& n0, i64& n1) {
+    cnt_t<E> c0[kLanes] = {}, c1[kLanes] = {};
+    i64 t0 = 0, t1 = 0;
     for (i64 r = 0; r < rows; ++r) {
         const E* row = x + r * stride;
-        i64 i = 0;
-        for (; i + kLanes <= len; i += kLanes) {
-            const E* xi = row + i;
-#pragma omp simd
-            for (int j = 0; j < kLanes; ++j) c[j] += (xi[j] > th);
-        }
-        for (int j = 0; i < len; ++i, ++j) c[j] += (row[i] > th);
-    }
-    i64 total = 0;
-    for (int j = 0; j < kLanes; ++j) total += c[j];
-    return total;
-}
-
-// Σd² over all runs and, per run, Σd (d = x − shift) and Σx. The run sums Σx use run_sum's order of
-// additions, so that a run's sum depends on the run alone (not on the shift of the block it is in).
-template <class E>
-LS_INLINE double runs_pass2(const E* x, i64 rows, i64 stride, i64 len, double shift, double* row_sd,
-                            double* row_sum) {
-    double q[kLanes] = {};
-    for (i64 r = 0; r < rows; ++r) {
-        const E* row = x + r * stride;
-        double a[kLanes] = {}, b[kLanes] = {};
         i64 i = 0;
         for (; i + kLanes <= len; i += kLanes) {
             const E* xi = row + i;
 #pragma omp simd
             for (int j = 0; j < kLanes; ++j) {
-                const double v = static_cast<double>(xi[j]), d = v - shift;
-                a[j] += d;
-                b[j] += v;
-                q[j] += d * d;
+                c0[j] += (xi[j] > th0);
+                if constexpr (Two) c1[j] += (xi[j] > th1);
             }
         }
-        for (int j = 0; i < len; ++i, ++j) {
-            const double v = static_cast<double>(row[i]), d = v - shift;
-            a[j] += d, b[j] += v, q[j] += d * d;
+        for (; i < len; ++i) {
+            t0 += (row[i] > th0);
+            if constexpr (Two) t1 += (row[i] > th1);
         }
-        double sd = 0, sum = 0;
-        for (int j = 0; j < kLanes; ++j) sd += a[j], sum += b[j];
-        row_sd[r] = sd, row_sum[r] = sum;
+    }
+    for (int j = 0; j < kLanes; ++j) t0 += c0[j], t1 += c1[j];
+    n0 += t0;
+    if constexpr (Two) n1 += t1;
+}
+
+// Σd² over all runs and, per run, Σd (d = x − shift) and Σx. The run sums Σx use run_sum's order of
+// additions, so that a run's sum depends on the run alone (not on the shift of the block it is in).
+// The lanes of kRowBatch runs are summed together (vectorised over runs, each run's lanes still added
+// in lane order from 0.0): one run's lane sum is a chain of kLanes dependent additions.
+constexpr int kRowBatch = 8;
+
+template <class E, bool Tail>
+LS_INLINE double runs_pass2(const E* x, i64 rows, i64 stride, i64 len, double shift, double* row_sd,
+                            double* row_sum) {
+    double q[kLanes] = {};
+    alignas(64) double ta[kLanes][kRowBatch], tb[kLanes][kRowBatch];
+    for (i64 r0 = 0; r0 < rows; r0 += kRowBatch) {
+        const int nr = static_cast<int>(std::min<i64>(kRowBatch, rows - r0));
+        if (nr < kRowBatch)
+            for (int j = 0; j < kLanes; ++j)
+                for (int k = nr; k < kRowBatch; ++k) ta[j][k] = 0, tb[j][k] = 0;
+        for (int k = 0; k < nr; ++k) {
+            const E* row = x + (r0 + k) * stride;
+            double a[kLanes] = {}, b[kLanes] = {};
+            i64 i = 0;
+            for (; i + kLanes <= len; i += kLanes) {
+                const E* xi = row + i;
+#pragma omp simd
+                for (int j = 0; j < kLanes; ++j) {
+                    const double v = static_cast<double>(xi[j]), d = v - shift;
+                    a[j] += d;
+                    b[j] += v;
+                    q[j] += d * d;
+                }
+            }
+            if constexpr (Tail) {
+                for (int j = 0; i < len; ++i, ++j) {
+                    const double v = static_cast<double>(row[i]), d = v - shift;
+                    a[j] += d, b[j] += v, q[j] += d * d;
+                }
+            }
+            for (int j = 0; j < kLanes; ++j) ta[j][k] = a[j], tb[j][k] = b[j];
+        }
+        double sd[kRowBatch] = {}, sum[kRowBatch] = {};
+        for (int j = 0; j < kLanes; ++j) {
+#pragma omp simd
+            for (int k = 0; k < kRowBatch; ++k) sd[k] += ta[j][k], sum[k] += tb[j][k];
+        }
+        for (int k = 0; k < nr; ++k) row_sd[r0 + k] = sd[k], row_sum[r0 + k] = sum[k];
     }
     double sq = 0;
     for (int j = 0; j < kLanes; ++j) sq += q[j];
@@ -189,12 +218,17 @@ void run_sum(const E* row, i64 len, double& sum, i64& count) {
 template <class E>
 LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
                               i64* above, double* row_sums, double* row_sd) {
-    const Pass1<E> r = runs_pass1(x, rows, stride, len);
+    const bool tail = len % kLanes != 0;
+    const Pass1<E> r = tail ? runs_pass1<E, true>(x, rows, stride, len) : runs_pass1<E, false>(x, rows, stride, len);
     if (!std::isfinite(r.sum)) return false;
-    for (int t = 0; t < num_thr; ++t) above[t] += runs_count_above(x, rows, stride, len, thr[t]);
+    int t = 0;
+    for (; t + 2 <= num_thr; t += 2)
+        runs_count_above<E, true>(x, rows, stride, len, thr[t], thr[t + 1], above[t], above[t + 1]);
+    if (t < num_thr) runs_count_above<E, false>(x, rows, stride, len, thr[t], thr[t], above[t], above[t]);
     const i64 n = rows * len;
     const double shift = r.sum / static_cast<double>(n);
-    const double sq = runs_pass2(x, rows, stride, len, shift, row_sd, row_sums);
+    const double sq = tail ? runs_pass2<E, true>(x, rows, stride, len, shift, row_sd, row_sums)
+                           : runs_pass2<E, false>(x, rows, stride, len, shift, row_sd, row_sums);
     double sd = 0;
     for (i64 k = 0; k < rows; ++k) sd += row_sd[k];
     p.n = n, p.zeros = r.zeros, p.min = r.lo, p.max = r.hi;

@@ -82,8 +82,9 @@ def as_array(t: torch.Tensor) -> np.ndarray:
 def channel_reduce_native(view: LayoutView, thresholds: Sequence[float]) -> ChannelStats:
     x = view.ncs()  # [N, C, S]: a strided view for channels-last data; the kernel reads either order
     thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    out = _C.channel_reduce(as_array(x), _TAGS[x.dtype], thr, torch.get_num_threads())
-    return ChannelStats(**{k: torch.from_numpy(v) for k, v in out.items()})
+    # a tuple in ChannelStats field order: ten NumPy views of one buffer
+    out = _C.channel_reduce_tuple(as_array(x), _TAGS[x.dtype], thr, torch.get_num_threads())
+    return ChannelStats(*map(torch.from_numpy, out))
 
 
 def histogram_native(x: torch.Tensor, bins: int, lo: float, hi: float) -> torch.Tensor:
