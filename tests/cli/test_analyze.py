@@ -65,6 +65,10 @@ def test_default_demo_writes_a_full_report(tmp_path, capsys):
     assert conv1["stats"]["impact"]["samples"] == 449  # the ζ pass saw every test sample
     assert {"health", "coverage", "temporal", "connectivity", "crossmodal"} <= set(report["model"])
     assert (tmp_path / "report.html").exists()
+    nc = report["model"]["coverage"]["nc"]["0.5"]
+    assert f"NC τ=0.5 {100 * nc['covered'] / nc['total']:.0f}%" in out  # the footer agrees with the JSON
+    cross = report["model"]["crossmodal"]["channels"]
+    assert f"cross-modal: {cross['significant_count']} of {cross['tests']}" in out
 
 
 def test_sequence_demo_finds_the_planted_frequencies(tmp_path):

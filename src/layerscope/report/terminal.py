@@ -62,11 +62,40 @@ def build_table(result: ProbeResult) -> Table:
     return table
 
 
+def _frac(block: Any) -> str:
+    return _pct(block.get("fraction")) if isinstance(block, dict) else "—"
+
+
+def summary_lines(result: ProbeResult) -> list[str]:
+    """A few lines under the table: model-level findings of the analyses that ran."""
+    model, lines = result.model, []
+    health = (model.get("health") or {}).get("counts")
+    if health:
+        lines.append(f"health: {health['ok']} ok, {health['warn']} warn, {health['error']} error")
+    cov = model.get("coverage") or {}
+    if cov.get("neurons"):
+        parts = [f"NC τ=0.5 {_frac((cov.get('nc') or {}).get('0.5'))}", f"TKNC {_frac(cov.get('tknc'))}"]
+        parts += [f"{k.upper()} {_frac(cov[k])}" for k in ("kmnc", "nbc", "snac") if cov.get(k)]
+        lines.append(f"coverage over {cov['neurons']} neurons: " + ", ".join(parts))
+    temporal = model.get("temporal") or {}
+    if temporal.get("state"):
+        states = ", ".join(f"{n} {s}" for n, s in zip(temporal["layers"], temporal["state"], strict=False) if s)
+        lines.append(f"spectral state: {states}")
+    cross = (model.get("crossmodal") or {}).get("channels") or {}
+    if cross.get("tests"):
+        lines.append(f"cross-modal: {cross['significant_count']} of {cross['tests']} channel-level "
+                     f"correlations significant at FDR q={model['crossmodal'].get('fdr_q')}")
+    return lines
+
+
 def print_summary(result: ProbeResult, console: Console | None = None) -> None:
-    (console or Console()).print(build_table(result))
+    console = console or Console()
+    console.print(build_table(result))
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
 
 
 def render_text(result: ProbeResult, width: int = 160) -> str:
     buf = io.StringIO()
-    Console(file=buf, width=width, no_color=True, force_terminal=False).print(build_table(result))
+    print_summary(result, Console(file=buf, width=width, no_color=True, force_terminal=False))
     return buf.getvalue()
