@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._device import resolve_device
 from ._errors import ConfigError, DataError, ModelError
 from ._probe import DEFAULT_STATS, Probe
 from .report.result import ProbeResult
@@ -131,7 +132,7 @@ def analyze(
         raise ConfigError(f"batches must be at least 1 (got {batches}); leave it unset to use all the data")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1 (got {batch_size})")
-    dev = torch.device(device) if device is not None else None
+    dev = resolve_device(device)
     if dev is not None:
         model.to(dev)
     cfg = {"batch_size": batch_size, "batches_limit": batches, "device": str(dev or _model_device(model)),

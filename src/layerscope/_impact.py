@@ -27,6 +27,7 @@ from torch import nn
 
 from . import analysis as _analysis
 from ._analyze import Batches, _inputs, _split_batches, _to, eval_mode
+from ._device import resolve_device
 from ._errors import ConfigError, DataError, ModelError
 from ._probe import Probe
 from .capture import infer_layout, iter_float_tensors
@@ -119,7 +120,7 @@ def impact_pass(
     if batch_size < 1 or (batches is not None and batches < 1):
         raise ConfigError(f"batch_size and batches must be at least 1 (got {batch_size}, {batches})")
     loss_fn = loss_fn or default_loss
-    dev = torch.device(device) if device is not None else None
+    dev = resolve_device(device)
     if dev is not None:
         model.to(dev)
     probe = Probe(model, layers, ("impact",), **probe_options)
@@ -221,7 +222,7 @@ def channel_ablation(
     if layer not in modules:
         raise ConfigError(f"no module named {layer!r} in the model")
     loss_fn = loss_fn or default_loss
-    dev = torch.device(device) if device is not None else None
+    dev = resolve_device(device)
     with eval_mode(model), torch.no_grad():
         base, n, per_sample = _sample_losses(model, data, loss_fn, batch_size, batches, dev)
         if channels is None:

@@ -108,6 +108,7 @@ def test_users_model_and_data(files, tmp_path, capsys):
         (["--model", "{d}/net.py:build_model"], "--data is required"),
         (["--thresholds", "a,b"], "--thresholds takes comma-separated numbers"),
         (["--stats", "moments,nope"], "unknown statistic 'nope'"),
+        (["--device", "banana"], "device 'banana' is not a device torch knows"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_code_2(files, tmp_path, capsys, args, message):

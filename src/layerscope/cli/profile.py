@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .._device import resolve_device
 from .._errors import ConfigError
 
 EXAMPLES = """examples:
@@ -84,7 +85,7 @@ def example_input(args: argparse.Namespace, zoo_name: str | None) -> Any:
         shape = default_input_shape(zoo_name, args.batch_size)
     else:
         raise ConfigError("--input-shape is required for a model from a file (e.g. --input-shape 1,3,32,32)")
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     g = torch.Generator().manual_seed(args.seed)
     if args.input_dtype == "int64":
         return torch.randint(0, args.input_high, shape, generator=g).to(device)
@@ -99,12 +100,7 @@ def load(spec: str, args: argparse.Namespace) -> tuple[str, Any, Any]:
     from .._loading import load_model
 
     name, model = load_model(spec)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {args.device!r} is not a device torch knows: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
+    device = resolve_device(args.device)
     dtype = getattr(torch, args.input_dtype) if args.input_dtype != "int64" else None
     model = model.to(device=device, dtype=dtype) if dtype not in (None, torch.float32) else model.to(device)
     return name, model, example_input(args, spec if spec in zoo.MODELS else None)
