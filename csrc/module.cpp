@@ -87,37 +87,9 @@ py::array_t<T> empty(std::vector<py::ssize_t> shape) {
     return cached_array<T>(shape);
 }
 
-py::dict channel_reduce_py(const py::buffer& x, const std::string& dtype,
-                           const py::array_t<double, py::array::c_style | py::array::forcecast>& thresholds,
-                           int threads) {
-    const DType dt = parse_dtype(dtype);
-    const py::buffer_info info = request(x, dt, 3, "channel_reduce: x [N, C, S]");
-    const i64 n = info.shape[0], c = info.shape[1], s = info.shape[2];
-    const i64 item = info.itemsize;
-    const Strided3 view{info.ptr, dt, n, c, s, info.strides[0] / item, info.strides[1] / item,
-                        info.strides[2] / item};
-    const int num_thr = static_cast<int>(thresholds.size());
-    auto count = empty<i64>({c}), zeros = empty<i64>({c}), nan = empty<i64>({c}), inf = empty<i64>({c});
-    auto mean = empty<double>({c}), m2 = empty<double>({c}), mn = empty<double>({c}), mx = empty<double>({c});
-    auto above = empty<i64>({num_thr, c});
-    auto sample_mean = empty<double>({n, c});
-    const ReduceOut out{count.mutable_data(), mean.mutable_data(), m2.mutable_data(), mn.mutable_data(),
-                        mx.mutable_data(), zeros.mutable_data(), above.mutable_data(), nan.mutable_data(),
-                        inf.mutable_data(), sample_mean.mutable_data()};
-    const double* thr = thresholds.data();
-    {
-        py::gil_scoped_release release;
-        channel_reduce(view, thr, num_thr, out, threads);
-    }
-    py::dict d;
-    d["count"] = count, d["mean"] = mean, d["m2"] = m2, d["min"] = mn, d["max"] = mx;
-    d["zeros"] = zeros, d["above"] = above, d["nan"] = nan, d["inf"] = inf, d["sample_mean"] = sample_mean;
-    return d;
-}
-
-// The same statistics as a tuple in ChannelStats field order (count, mean, m2, min, max, zeros, above,
+// Per-channel statistics of x ([N, C, S], any strides) as a tuple in ChannelStats field order (count, mean, m2, min, max, zeros, above,
 // nan, inf, sample_mean), all ten arrays views of ONE cached buffer: one allocation and no dict per call.
-py::tuple channel_reduce_tuple_py(const py::buffer& x, const std::string& dtype,
+py::tuple channel_reduce_py(const py::buffer& x, const std::string& dtype,
                                   const py::array_t<double, py::array::c_style | py::array::forcecast>& thresholds,
                                   int threads) {
     const DType dt = parse_dtype(dtype);
@@ -279,10 +251,8 @@ PYBIND11_MODULE(_C, m) {
     m.doc() = "layerscope native kernels (C++17, OpenMP): fused channel reduction, histogram, linear scan";
     m.def("channel_reduce", &ls::channel_reduce_py, py::arg("x"), py::arg("dtype"), py::arg("thresholds"),
           py::arg("threads"),
-          "Per-channel statistics of x, a 3-D buffer read as [N, C, S] with any strides.");
-    m.def("channel_reduce_tuple", &ls::channel_reduce_tuple_py, py::arg("x"), py::arg("dtype"),
-          py::arg("thresholds"), py::arg("threads"),
-          "channel_reduce's arrays as a tuple in ChannelStats field order, views of one buffer.");
+          "Per-channel statistics of x, a 3-D buffer read as [N, C, S] with any strides: a tuple in "
+          "ChannelStats field order, views of one buffer.");
     m.def("histogram", &ls::histogram_py, py::arg("x"), py::arg("dtype"), py::arg("bins"), py::arg("lo"),
           py::arg("hi"), py::arg("threads"), "int64 counts of the values of a 1-D contiguous buffer.");
     m.def("histogram_pow2", &ls::histogram_pow2_py, py::arg("x"), py::arg("dtype"), py::arg("e"), py::arg("j0"),

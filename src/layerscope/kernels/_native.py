@@ -83,7 +83,7 @@ def channel_reduce_native(view: LayoutView, thresholds: Sequence[float]) -> Chan
     x = view.ncs()  # [N, C, S]: a strided view for channels-last data; the kernel reads either order
     thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     # a tuple in ChannelStats field order: ten NumPy views of one buffer
-    out = _C.channel_reduce_tuple(as_array(x), _TAGS[x.dtype], thr, torch.get_num_threads())
+    out = _C.channel_reduce(as_array(x), _TAGS[x.dtype], thr, torch.get_num_threads())
     return ChannelStats(*map(torch.from_numpy, out))
 
 

@@ -13,6 +13,14 @@ import triton.language as tl
 
 
 @triton.jit
+def _scan_lane(lane, D, BLOCK_D: tl.constexpr):
+    """Program ``lane`` of a scan grid → (batch index, the BLOCK_D feature indices, their mask)."""
+    nd = tl.cdiv(D, BLOCK_D)
+    d = (lane % nd) * BLOCK_D + tl.arange(0, BLOCK_D)
+    return (lane // nd).to(tl.int64), d, d < D
+
+
+@triton.jit
 def channel_partials_kernel(
     x_ptr,
     thr_ptr,
@@ -126,10 +134,7 @@ def scan_fwd_chunk_kernel(
     """Phase 1: scan chunk k of lanes (b, d-block) from a zero state (chunk 0: from h0)."""
     lane = tl.program_id(0)
     k = tl.program_id(1)
-    nd = tl.cdiv(D, BLOCK_D)
-    bi = (lane // nd).to(tl.int64)
-    d = (lane % nd) * BLOCK_D + tl.arange(0, BLOCK_D)
-    dm = d < D
+    bi, d, dm = _scan_lane(lane, D, BLOCK_D)
     dt = tl.float64 if F64 else tl.float32
     state = tl.zeros([BLOCK_D], dtype=dt)
     if HAS_H0:
@@ -166,10 +171,7 @@ def scan_fwd_fix_kernel(a_ptr, h_ptr, last_ptr, B, T, D, chunk, BLOCK_D: tl.cons
     """Phase 3: chunk k ≥ 1 adds (Π_{s≤t} a_s)·H_{k−1} (a zero carry is not added)."""
     lane = tl.program_id(0)
     k = tl.program_id(1) + 1
-    nd = tl.cdiv(D, BLOCK_D)
-    bi = (lane // nd).to(tl.int64)
-    d = (lane % nd) * BLOCK_D + tl.arange(0, BLOCK_D)
-    dm = d < D
+    bi, d, dm = _scan_lane(lane, D, BLOCK_D)
     dt = tl.float64 if F64 else tl.float32
     carry = tl.load(last_ptr + ((k - 1).to(tl.int64) * B + bi) * D + d, mask=dm, other=0.0)
     prod = tl.full([BLOCK_D], 1.0, dtype=dt)
@@ -206,10 +208,7 @@ def scan_bwd_chunk_kernel(
     Π_{s=t0+1}^{t1} a_s for phase 2."""
     lane = tl.program_id(0)
     k = tl.program_id(1)
-    nd = tl.cdiv(D, BLOCK_D)
-    bi = (lane // nd).to(tl.int64)
-    d = (lane % nd) * BLOCK_D + tl.arange(0, BLOCK_D)
-    dm = d < D
+    bi, d, dm = _scan_lane(lane, D, BLOCK_D)
     dt = tl.float64 if F64 else tl.float32
     g = tl.zeros([BLOCK_D], dtype=dt)
     q = tl.full([BLOCK_D], 1.0, dtype=dt)
@@ -268,10 +267,7 @@ def scan_bwd_fix_kernel(
     """Phase 3 of the backward: g_t += (Π_{s=t+1}^{t1} a_s)·G_{k+1}; grad_a = g·h_{t−1}."""
     lane = tl.program_id(0)
     k = tl.program_id(1)
-    nd = tl.cdiv(D, BLOCK_D)
-    bi = (lane // nd).to(tl.int64)
-    d = (lane % nd) * BLOCK_D + tl.arange(0, BLOCK_D)
-    dm = d < D
+    bi, d, dm = _scan_lane(lane, D, BLOCK_D)
     dt = tl.float64 if F64 else tl.float32
     last_chunk = (tl.zeros([BLOCK_D], dtype=tl.int32) + k + 1) >= K
     carry = tl.load(first_ptr + (k.to(tl.int64) * B + bi) * D + d, mask=dm & ~last_chunk, other=0.0)
