@@ -136,13 +136,11 @@ private:
         std::vector<i64> unit_cnt;
         std::vector<double> row_sums;  // channels first: per-run sums and finite counts
         std::vector<i64> row_counts;
-        std::vector<double> row_sd;
         explicit Scratch(const Reducer& r)
             : values(r.copies() ? static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_)) : 0),
               above(r.num_thr_),
               tile(r.tile_, r.num_thr_), unit_sum(r.channel_group_len_), unit_cnt(r.channel_group_len_),
-              row_sums(std::max<i64>(r.samples_per_block_, 1)), row_counts(row_sums.size()),
-              row_sd(row_sums.size()) {}
+              row_sums(std::max<i64>(r.samples_per_block_, 1)), row_counts(row_sums.size()) {}
     };
 
     // Whether load_runs / load_tile copy into Scratch::values (else they read the input in place and
@@ -226,8 +224,7 @@ private:
         const E* v = load_runs(first, rows, stride, len, sc.values.data(), ld);
         std::fill(sc.above.begin(), sc.above.end(), 0);
         Partial p;
-        if (runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data(),
-                      sc.row_sd.data())) {
+        if (runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data())) {
             std::fill_n(sc.row_counts.data(), rows, len);
         } else {
             for (i64 r = 0; r < rows; ++r) {  // masked, run by run

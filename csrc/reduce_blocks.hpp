@@ -19,7 +19,7 @@ namespace ls {
 namespace {
 
 constexpr i64 kBlock = 4096;       // elements per run block (16 KiB of float32): pass 2 re-reads it from L1
-constexpr i64 kTileBlock = 16384;  // elements per channels-last block (64 KiB of float32, in L2)
+constexpr i64 kTileBlock = 32768;  // elements per channels-last block (128 KiB of float32, in L2)
 constexpr i64 kTile = 256;         // channels per tile of a channels-last block
 constexpr int kLanes = 16;         // independent accumulators: no add-latency chain in the hot loops
 
@@ -69,49 +69,99 @@ inline void shifted_moments(double sd, double sq, i64 n, double& rel, double& m2
 }
 
 // ---- hot loops: one channel, `rows` contiguous runs of `len` values, run r at x + r·stride -----------
+//
+// Lane accumulators are in the compute type E (float32 for float32/half inputs) and are flushed into
+// float64 lanes after at most kFlush values per lane: a float32 partial sums at most 16 terms (relative
+// error ≤ 16·2⁻²⁴ ≈ 1e-6 of the sum of magnitudes, in practice ~1e-7), and float64 carries the rest.
+// Half as wide as float64 lanes and no conversion per element: the float32 path runs at twice the rate.
+constexpr i64 kFlush = 16;                 // values per lane before a flush into float64
+constexpr i64 kChunk = kFlush * kLanes;    // values per flush over all lanes
+
+template <class E>
+LS_INLINE void flush_lanes(E* part, double* total) {
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) total[j] += static_cast<double>(part[j]), part[j] = E(0);
+}
 
 template <class E>
 struct Pass1 {
-    double sum;
+    double sum;  // Σ of the run sums
     E lo, hi;
     i64 zeros;
 };
 
-// Tail = false: len is a multiple of kLanes (no tail loop, so the lane accumulators stay in registers
-// across runs). Tail = true: the general case. Both add in the same order.
-template <class E, bool Tail>
-LS_INLINE Pass1<E> runs_pass1(const E* x, i64 rows, i64 stride, i64 len) {
-    E s[kLanes], lo[kLanes], hi[kLanes];
-    cnt_t<E> z[kLanes];
-    for (int j = 0; j < kLanes; ++j)
-        s[j] = 0, lo[j] = std::numeric_limits<E>::infinity(), hi[j] = -lo[j], z[j] = 0;
+// The lanes of a run: [0, full) in groups of kLanes (lane j holds positions ≡ j mod kLanes), then the
+// tail, position full + j in lane j. Chunks of kChunk values start at multiples of kChunk.
+LS_INLINE i64 full_lanes(i64 len) { return len - len % kLanes; }
+
+// Σ of kLanes lanes by a fixed pairwise tree (written out: no compiler may reorder it), in E; zeroes
+// the lanes. A run's sum is the float64 sum of its chunks' trees: the same additions in every path.
+template <class E>
+LS_INLINE double tree_sum(E* b) {
+    for (int w = kLanes / 2; w >= 1; w /= 2) {
+#pragma omp simd
+        for (int j = 0; j < w; ++j) b[j] += b[j + w];
+    }
+    const double total = static_cast<double>(b[0]);
+    for (int j = 0; j < kLanes; ++j) b[j] = E(0);
+    return total;
+}
+
+// Pass 1: Σx of each run (in run_sum's order of additions: a run's sum depends on the run alone), min,
+// max, exact zeros, and the counts above the first Thr (0, 1 or 2) thresholds.
+// Tail = false: len is a multiple of kLanes (no tail loop).
+template <class E, bool Tail, int Thr>
+LS_INLINE Pass1<E> runs_pass1(const E* x, i64 rows, i64 stride, i64 len, const E* thr, i64* above,
+                              double* row_sum) {
+    E b[kLanes] = {}, lo[kLanes], hi[kLanes];
+    cnt_t<E> z[kLanes] = {}, c0[kLanes] = {}, c1[kLanes] = {};
+    for (int j = 0; j < kLanes; ++j) lo[j] = std::numeric_limits<E>::infinity(), hi[j] = -lo[j];
+    const E t0 = Thr > 0 ? thr[0] : E(0), t1 = Thr > 1 ? thr[1] : E(0);
+    const i64 full = full_lanes(len);
+    double total = 0;
     for (i64 r = 0; r < rows; ++r) {
         const E* row = x + r * stride;
-        i64 i = 0;
-        for (; i + kLanes <= len; i += kLanes) {
-            const E* xi = row + i;
+        double sum = 0;
+        for (i64 i = 0; i < full;) {
+            const i64 end = std::min(full, i + kChunk);
+            for (; i < end; i += kLanes) {
+                const E* xi = row + i;
 #pragma omp simd
-            for (int j = 0; j < kLanes; ++j) {
-                const E v = xi[j];
-                s[j] += v;
-                lo[j] = v < lo[j] ? v : lo[j];
-                hi[j] = v > hi[j] ? v : hi[j];
-                z[j] += (v == E(0));
+                for (int j = 0; j < kLanes; ++j) {
+                    const E v = xi[j];
+                    b[j] += v;
+                    lo[j] = v < lo[j] ? v : lo[j];
+                    hi[j] = v > hi[j] ? v : hi[j];
+                    z[j] += (v == E(0));
+                    if constexpr (Thr > 0) c0[j] += (v > t0);
+                    if constexpr (Thr > 1) c1[j] += (v > t1);
+                }
             }
+            sum += tree_sum(b);
         }
         if constexpr (Tail) {
-            for (int j = 0; i < len; ++i, ++j) {
-                const E v = row[i];
-                s[j] += v, lo[j] = v < lo[j] ? v : lo[j], hi[j] = v > hi[j] ? v : hi[j], z[j] += (v == E(0));
+            if (full < len) {
+                for (i64 i = full, j = 0; i < len; ++i, ++j) {
+                    const E v = row[i];
+                    b[j] += v, lo[j] = v < lo[j] ? v : lo[j], hi[j] = v > hi[j] ? v : hi[j];
+                    z[j] += (v == E(0));
+                    if constexpr (Thr > 0) c0[j] += (v > t0);
+                    if constexpr (Thr > 1) c1[j] += (v > t1);
+                }
+                sum += tree_sum(b);
             }
         }
+        row_sum[r] = sum, total += sum;
     }
-    Pass1<E> p{0.0, lo[0], hi[0], 0};
+    Pass1<E> p{total, lo[0], hi[0], 0};
+    i64 n0 = 0, n1 = 0;
     for (int j = 0; j < kLanes; ++j) {
-        p.sum += s[j], p.zeros += z[j];
+        p.zeros += z[j], n0 += c0[j], n1 += c1[j];
         p.lo = lo[j] < p.lo ? lo[j] : p.lo;
         p.hi = hi[j] > p.hi ? hi[j] : p.hi;
     }
+    if constexpr (Thr > 0) above[0] += n0;
+    if constexpr (Thr > 1) above[1] += n1;
     return p;
 }
 
@@ -141,111 +191,123 @@ LS_INLINE void runs_count_above(const E* x, i64 rows, i64 stride, i64 len, E th0
     if constexpr (Two) n1 += t1;
 }
 
-// Σd² over all runs and, per run, Σd (d = x − shift) and Σx. The run sums Σx use run_sum's order of
-// additions, so that a run's sum depends on the run alone (not on the shift of the block it is in).
-// The lanes of kRowBatch runs are summed together (vectorised over runs, each run's lanes still added
-// in lane order from 0.0): one run's lane sum is a chain of kLanes dependent additions.
-constexpr int kRowBatch = 8;
-
+// Pass 2: Σd and Σd² over the runs (d = x − shift, shift a value of type E).
 template <class E, bool Tail>
-LS_INLINE double runs_pass2(const E* x, i64 rows, i64 stride, i64 len, double shift, double* row_sd,
-                            double* row_sum) {
-    double q[kLanes] = {};
-    alignas(64) double ta[kLanes][kRowBatch], tb[kLanes][kRowBatch];
-    for (i64 r0 = 0; r0 < rows; r0 += kRowBatch) {
-        const int nr = static_cast<int>(std::min<i64>(kRowBatch, rows - r0));
-        if (nr < kRowBatch)
-            for (int j = 0; j < kLanes; ++j)
-                for (int k = nr; k < kRowBatch; ++k) ta[j][k] = 0, tb[j][k] = 0;
-        for (int k = 0; k < nr; ++k) {
-            const E* row = x + (r0 + k) * stride;
-            double a[kLanes] = {}, b[kLanes] = {};
-            i64 i = 0;
-            for (; i + kLanes <= len; i += kLanes) {
+LS_INLINE void runs_pass2(const E* x, i64 rows, i64 stride, i64 len, E shift, double& sd, double& sq) {
+    E a[kLanes] = {}, q[kLanes] = {};
+    double A[kLanes] = {}, Q[kLanes] = {};
+    i64 pending = 0;  // values in a, q since their last flush
+    const i64 full = full_lanes(len);
+    for (i64 r = 0; r < rows; ++r) {
+        const E* row = x + r * stride;
+        for (i64 i = 0; i < full;) {
+            const i64 end = std::min(full, i + kChunk);
+            if (pending + (end - i) > kChunk) flush_lanes(a, A), flush_lanes(q, Q), pending = 0;
+            pending += end - i;
+            for (; i < end; i += kLanes) {
                 const E* xi = row + i;
 #pragma omp simd
                 for (int j = 0; j < kLanes; ++j) {
-                    const double v = static_cast<double>(xi[j]), d = v - shift;
+                    const E d = xi[j] - shift;
                     a[j] += d;
-                    b[j] += v;
                     q[j] += d * d;
                 }
             }
-            if constexpr (Tail) {
-                for (int j = 0; i < len; ++i, ++j) {
-                    const double v = static_cast<double>(row[i]), d = v - shift;
-                    a[j] += d, b[j] += v, q[j] += d * d;
+        }
+        if constexpr (Tail) {
+            if (full < len) {
+                if (pending + (len - full) > kChunk) flush_lanes(a, A), flush_lanes(q, Q), pending = 0;
+                pending += len - full;
+                for (i64 i = full, j = 0; i < len; ++i, ++j) {
+                    const E d = row[i] - shift;
+                    a[j] += d, q[j] += d * d;
                 }
             }
-            for (int j = 0; j < kLanes; ++j) ta[j][k] = a[j], tb[j][k] = b[j];
         }
-        double sd[kRowBatch] = {}, sum[kRowBatch] = {};
-        for (int j = 0; j < kLanes; ++j) {
-#pragma omp simd
-            for (int k = 0; k < kRowBatch; ++k) sd[k] += ta[j][k], sum[k] += tb[j][k];
-        }
-        for (int k = 0; k < nr; ++k) row_sd[r0 + k] = sd[k], row_sum[r0 + k] = sum[k];
     }
-    double sq = 0;
-    for (int j = 0; j < kLanes; ++j) sq += q[j];
-    return sq;
+    flush_lanes(a, A), flush_lanes(q, Q);
+    sd = 0, sq = 0;
+    for (int j = 0; j < kLanes; ++j) sd += A[j], sq += Q[j];
 }
 
-// Σ of the finite values of one run and their count, in runs_pass2's order of additions (kLanes
-// lanes, lane j holding positions ≡ j mod kLanes): equal to its Σx when the run is finite.
+// Σ of the finite values of one run and their count, in runs_pass1's order of additions: equal to its
+// Σx when the run is finite.
 template <class E>
 void run_sum(const E* row, i64 len, double& sum, i64& count) {
-    double b[kLanes] = {};
-    i64 n = 0, i = 0;
-    for (; i + kLanes <= len; i += kLanes)
-        for (int j = 0; j < kLanes; ++j) {
-            const E v = row[i + j];
-            const bool fin = std::isfinite(v);
-            b[j] += fin ? static_cast<double>(v) : 0.0, n += fin;
-        }
-    for (int j = 0; i < len; ++i, ++j) {
+    E b[kLanes] = {};
+    double B = 0;
+    i64 n = 0;
+    const i64 full = full_lanes(len);
+    auto add = [&](i64 i, int j) {
         const E v = row[i];
         const bool fin = std::isfinite(v);
-        b[j] += fin ? static_cast<double>(v) : 0.0, n += fin;
+        b[j] += fin ? v : E(0), n += fin;
+    };
+    for (i64 i = 0; i < full;) {
+        const i64 end = std::min(full, i + kChunk);
+        for (; i < end; i += kLanes)
+            for (int j = 0; j < kLanes; ++j) add(i + j, j);
+        B += tree_sum(b);
     }
-    sum = 0;
-    for (int j = 0; j < kLanes; ++j) sum += b[j];
+    if (full < len) {
+        for (i64 i = full, j = 0; i < len; ++i, ++j) add(i, static_cast<int>(j));
+        B += tree_sum(b);
+    }
+    sum = B;
     count = n;
+}
+
+template <class E, bool Tail>
+LS_INLINE Pass1<E> runs_pass1_thr(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr,
+                                  i64* above, double* row_sum) {
+    if (num_thr == 0) return runs_pass1<E, Tail, 0>(x, rows, stride, len, thr, above, row_sum);
+    if (num_thr == 1) return runs_pass1<E, Tail, 1>(x, rows, stride, len, thr, above, row_sum);
+    return runs_pass1<E, Tail, 2>(x, rows, stride, len, thr, above, row_sum);
 }
 
 // Fast path over the runs; false when they hold a non-finite value (nothing written then).
 // row_sums[r] receives the sum of run r.
 template <class E>
 LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
-                              i64* above, double* row_sums, double* row_sd) {
+                              i64* above, double* row_sums) {
     const bool tail = len % kLanes != 0;
-    const Pass1<E> r = tail ? runs_pass1<E, true>(x, rows, stride, len) : runs_pass1<E, false>(x, rows, stride, len);
-    if (!std::isfinite(r.sum)) return false;
-    int t = 0;
+    const Pass1<E> r = tail ? runs_pass1_thr<E, true>(x, rows, stride, len, thr, num_thr, above, row_sums)
+                            : runs_pass1_thr<E, false>(x, rows, stride, len, thr, num_thr, above, row_sums);
+    if (!std::isfinite(r.sum)) {  // a NaN or ±Inf (or a sum past the float limit): undo the counts
+        for (int t = 0; t < std::min(num_thr, 2); ++t) above[t] = 0;
+        return false;
+    }
+    int t = 2;
     for (; t + 2 <= num_thr; t += 2)
         runs_count_above<E, true>(x, rows, stride, len, thr[t], thr[t + 1], above[t], above[t + 1]);
     if (t < num_thr) runs_count_above<E, false>(x, rows, stride, len, thr[t], thr[t], above[t], above[t]);
     const i64 n = rows * len;
-    const double shift = r.sum / static_cast<double>(n);
-    const double sq = tail ? runs_pass2<E, true>(x, rows, stride, len, shift, row_sd, row_sums)
-                           : runs_pass2<E, false>(x, rows, stride, len, shift, row_sd, row_sums);
-    double sd = 0;
-    for (i64 k = 0; k < rows; ++k) sd += row_sd[k];
+    // the shift, a value of type E near the mean: d = x − shift is exact where x is within a factor
+    // two of it (Sterbenz), which is every x when the spread is small next to the mean
+    const E shift = static_cast<E>(r.sum / static_cast<double>(n));
+    double sd = 0, sq = 0;
+    if (tail) runs_pass2<E, true>(x, rows, stride, len, shift, sd, sq);
+    else runs_pass2<E, false>(x, rows, stride, len, shift, sd, sq);
+    // finite data whose squares overflow the compute type (|x − mean| ≳ 1e19 in float32): the masked
+    // path, in float64, takes the block
+    if (!std::isfinite(sq) || !std::isfinite(sd)) {
+        std::fill_n(above, num_thr, 0);
+        return false;
+    }
     p.n = n, p.zeros = r.zeros, p.min = r.lo, p.max = r.hi;
-    p.ref = shift;
+    p.ref = static_cast<double>(shift);
     shifted_moments(sd, sq, n, p.rel, p.m2);
     return true;
 }
 
 LS_CLONES bool runs_fast(const float* x, i64 rows, i64 stride, i64 len, const float* thr, int num_thr, Partial& p,
-                         i64* above, double* row_sums, double* row_sd) {
-    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums, row_sd);
+                         i64* above, double* row_sums) {
+    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums);
 }
 LS_CLONES bool runs_fast(const double* x, i64 rows, i64 stride, i64 len, const double* thr, int num_thr,
-                         Partial& p, i64* above, double* row_sums, double* row_sd) {
-    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums, row_sd);
+                         Partial& p, i64* above, double* row_sums) {
+    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums);
 }
-
 // Masked path: statistics of the finite values only.
 template <class E>
 void run_masked(const E* x, i64 len, i64 step, const E* thr, int num_thr, Partial& p, i64* above) {
@@ -281,43 +343,73 @@ void run_masked(const E* x, i64 len, i64 step, const E* thr, int num_thr, Partia
 
 template <class E>
 struct TileScratch {
-    std::vector<E> fsum, lo, hi;
+    std::vector<E> part, part_d, part_q, eshift, lo, hi;  // part*: partials of ≤ kFlush rows; eshift: the shift
     std::vector<cnt_t<E>> zeros, above;  // above: [T, width]
-    std::vector<double> shift, sd, sq, rel, m2;  // block mean = shift + rel
-    std::vector<double> group_sd;   // [groups, width]: Σd of each group of rows (one sample each)
+    std::vector<double> sum, shift, sd, sq, rel, m2;  // block mean = shift + rel
     std::vector<double> group_sum;  // [groups, width]: Σx of each group of rows (tile_sum's order)
     std::vector<Partial> masked;    // per channel, for tiles with NaN/Inf
     std::vector<i64> masked_above;  // [width, T]
     TileScratch(i64 width, int num_thr)
-        : fsum(width), lo(width), hi(width), zeros(width), above(static_cast<std::size_t>(width) * num_thr),
-          shift(width), sd(width), sq(width), rel(width), m2(width), masked(width),
-          masked_above(static_cast<std::size_t>(width) * num_thr) {}
+        : part(width), part_d(width), part_q(width), eshift(width), lo(width), hi(width), zeros(width),
+          above(static_cast<std::size_t>(width) * num_thr), sum(width), shift(width), sd(width), sq(width),
+          rel(width), m2(width), masked(width), masked_above(static_cast<std::size_t>(width) * num_thr) {}
 };
 
-// Four rows per sweep: the per-channel accumulators are loaded and stored once per four values.
+// Whether every value is finite: x − x is 0 for finite x and NaN for ±Inf and NaN (vectorised).
+LS_INLINE bool all_finite(const double* x, i64 n) {
+    double t = 0;
+#pragma omp simd reduction(+ : t)
+    for (i64 i = 0; i < n; ++i) t += x[i] - x[i];
+    return t == 0;
+}
+
+// The rows of a tile are taken in chunks of kFlush: per-channel partials in the compute type over one
+// chunk, then added into float64 (as the run lanes are, see kFlush).
 template <class E>
-LS_INLINE void tile_pass1(const E* x, i64 rows, i64 ld, i64 width, E* s, E* lo, E* hi, cnt_t<E>* z) {
-    i64 r = 0;
-    for (; r + 4 <= rows; r += 4) {
-        const E *p0 = x + r * ld, *p1 = p0 + ld, *p2 = p1 + ld, *p3 = p2 + ld;
+LS_INLINE void flush_channels(E* part, double* total, i64 width) {
 #pragma omp simd
-        for (i64 w = 0; w < width; ++w) {
-            const E v0 = p0[w], v1 = p1[w], v2 = p2[w], v3 = p3[w];
-            s[w] += (v0 + v1) + (v2 + v3);
-            const E m01 = v0 < v1 ? v0 : v1, m23 = v2 < v3 ? v2 : v3, m = m01 < m23 ? m01 : m23;
-            const E n01 = v0 > v1 ? v0 : v1, n23 = v2 > v3 ? v2 : v3, n = n01 > n23 ? n01 : n23;
-            lo[w] = m < lo[w] ? m : lo[w];
-            hi[w] = n > hi[w] ? n : hi[w];
-            z[w] += (v0 == E(0)) + (v1 == E(0)) + (v2 == E(0)) + (v3 == E(0));
-        }
-    }
-    for (; r < rows; ++r) {
-        const E* p = x + r * ld;
+    for (i64 w = 0; w < width; ++w) total[w] += static_cast<double>(part[w]), part[w] = E(0);
+}
+
+// Σx (float64, for the shift), min, max, zeros and the counts above the first Thr thresholds per
+// channel, in chunks of kFlush rows (each chunk's Σx added into float64). Four rows per sweep: the
+// per-channel accumulators are loaded and stored once per four values.
+template <class E, int Thr>
+LS_INLINE void tile_pass1(const E* x, i64 rows, i64 ld, i64 width, const E* thr, TileScratch<E>& ts) {
+    E *s = ts.part.data(), *lo = ts.lo.data(), *hi = ts.hi.data();
+    cnt_t<E>* z = ts.zeros.data();
+    cnt_t<E>* c0 = ts.above.data();
+    cnt_t<E>* c1 = Thr > 1 ? c0 + width : c0;
+    const E t0 = Thr > 0 ? thr[0] : E(0), t1 = Thr > 1 ? thr[1] : E(0);
+    for (i64 r0 = 0; r0 < rows; r0 += kFlush) {
+        const i64 r1 = std::min(rows, r0 + kFlush);
+        i64 r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            const E *p0 = x + r * ld, *p1 = p0 + ld, *p2 = p1 + ld, *p3 = p2 + ld;
 #pragma omp simd
-        for (i64 w = 0; w < width; ++w) {
-            const E v = p[w];
-            s[w] += v, lo[w] = v < lo[w] ? v : lo[w], hi[w] = v > hi[w] ? v : hi[w], z[w] += (v == E(0));
+            for (i64 w = 0; w < width; ++w) {
+                const E v0 = p0[w], v1 = p1[w], v2 = p2[w], v3 = p3[w];
+                s[w] += (v0 + v1) + (v2 + v3);
+                const E m01 = v0 < v1 ? v0 : v1, m23 = v2 < v3 ? v2 : v3, m = m01 < m23 ? m01 : m23;
+                const E n01 = v0 > v1 ? v0 : v1, n23 = v2 > v3 ? v2 : v3, n = n01 > n23 ? n01 : n23;
+                lo[w] = m < lo[w] ? m : lo[w];
+                hi[w] = n > hi[w] ? n : hi[w];
+                z[w] += (v0 == E(0)) + (v1 == E(0)) + (v2 == E(0)) + (v3 == E(0));
+                if constexpr (Thr > 0) c0[w] += (v0 > t0) + (v1 > t0) + (v2 > t0) + (v3 > t0);
+                if constexpr (Thr > 1) c1[w] += (v0 > t1) + (v1 > t1) + (v2 > t1) + (v3 > t1);
+            }
         }
+        for (; r < r1; ++r) {
+            const E* p = x + r * ld;
+#pragma omp simd
+            for (i64 w = 0; w < width; ++w) {
+                const E v = p[w];
+                s[w] += v, lo[w] = v < lo[w] ? v : lo[w], hi[w] = v > hi[w] ? v : hi[w], z[w] += (v == E(0));
+                if constexpr (Thr > 0) c0[w] += (v > t0);
+                if constexpr (Thr > 1) c1[w] += (v > t1);
+            }
+        }
+        flush_channels(s, ts.sum.data(), width);
     }
 }
 
@@ -336,28 +428,38 @@ LS_INLINE void tile_count_above(const E* x, i64 rows, i64 ld, i64 width, E th, c
     }
 }
 
-// Σd, Σd² (d = x − shift) and Σx per channel; Σx in tile_sum's order of additions (pairs of rows).
+// Σd, Σd² (d = x − shift, shift per channel in E) and Σx per channel, added into ts.sd, ts.sq and
+// sum; Σx in tile_sum's order of additions (pairs of rows, chunks of kFlush rows from the first).
 template <class E>
-LS_INLINE void tile_pass2(const E* x, i64 rows, i64 ld, i64 width, const double* shift, double* sd, double* sq,
-                          double* sum) {
-    i64 r = 0;
-    for (; r + 2 <= rows; r += 2) {
-        const E *p0 = x + r * ld, *p1 = p0 + ld;
+LS_INLINE void tile_pass2(const E* x, i64 rows, i64 ld, i64 width, TileScratch<E>& ts, double* sum) {
+    E *pd = ts.part_d.data(), *pq = ts.part_q.data(), *ps = ts.part.data();
+    const E* shift = ts.eshift.data();
+    for (i64 r0 = 0; r0 < rows; r0 += kFlush) {
+        const i64 r1 = std::min(rows, r0 + kFlush);
+        i64 r = r0;
+        for (; r + 2 <= r1; r += 2) {
+            const E *p0 = x + r * ld, *p1 = p0 + ld;
 #pragma omp simd
-        for (i64 w = 0; w < width; ++w) {
-            const double v0 = static_cast<double>(p0[w]), v1 = static_cast<double>(p1[w]);
-            const double d0 = v0 - shift[w], d1 = v1 - shift[w];
-            sd[w] += d0 + d1;
-            sq[w] += d0 * d0 + d1 * d1;
-            sum[w] += v0 + v1;
+            for (i64 w = 0; w < width; ++w) {
+                const E v0 = p0[w], v1 = p1[w], d0 = v0 - shift[w], d1 = v1 - shift[w];
+                pd[w] += d0 + d1;
+                pq[w] += d0 * d0 + d1 * d1;
+                ps[w] += v0 + v1;
+            }
         }
-    }
-    for (; r < rows; ++r) {
-        const E* p = x + r * ld;
+        for (; r < r1; ++r) {
+            const E* p = x + r * ld;
+#pragma omp simd
+            for (i64 w = 0; w < width; ++w) {
+                const E v = p[w], d = v - shift[w];
+                pd[w] += d, pq[w] += d * d, ps[w] += v;
+            }
+        }
 #pragma omp simd
         for (i64 w = 0; w < width; ++w) {
-            const double v = static_cast<double>(p[w]), d = v - shift[w];
-            sd[w] += d, sq[w] += d * d, sum[w] += v;
+            ts.sd[w] += static_cast<double>(pd[w]), ts.sq[w] += static_cast<double>(pq[w]);
+            sum[w] += static_cast<double>(ps[w]);
+            pd[w] = E(0), pq[w] = E(0), ps[w] = E(0);
         }
     }
 }
@@ -367,54 +469,62 @@ template <class E>
 void tile_sum(const E* x, i64 rows, i64 ld, i64 width, double* sum, i64* count) {
     std::fill_n(sum, width, 0.0);
     std::fill_n(count, width, 0);
-    i64 r = 0;
-    for (; r + 2 <= rows; r += 2) {
-        const E *p0 = x + r * ld, *p1 = p0 + ld;
-        for (i64 w = 0; w < width; ++w) {
-            const bool f0 = std::isfinite(p0[w]), f1 = std::isfinite(p1[w]);
-            sum[w] += (f0 ? static_cast<double>(p0[w]) : 0.0) + (f1 ? static_cast<double>(p1[w]) : 0.0);
-            count[w] += f0 + f1;
+    std::vector<E> part(width, E(0));
+    auto fin = [](E v) { return std::isfinite(v) ? v : E(0); };
+    for (i64 r0 = 0; r0 < rows; r0 += kFlush) {
+        const i64 r1 = std::min(rows, r0 + kFlush);
+        i64 r = r0;
+        for (; r + 2 <= r1; r += 2) {
+            const E *p0 = x + r * ld, *p1 = p0 + ld;
+            for (i64 w = 0; w < width; ++w) {
+                part[w] += fin(p0[w]) + fin(p1[w]);
+                count[w] += std::isfinite(p0[w]) + std::isfinite(p1[w]);
+            }
         }
-    }
-    for (; r < rows; ++r) {
-        const E* p = x + r * ld;
-        for (i64 w = 0; w < width; ++w) {
-            const bool f = std::isfinite(p[w]);
-            sum[w] += f ? static_cast<double>(p[w]) : 0.0, count[w] += f;
+        for (; r < r1; ++r) {
+            const E* p = x + r * ld;
+            for (i64 w = 0; w < width; ++w) part[w] += fin(p[w]), count[w] += std::isfinite(p[w]);
         }
+        flush_channels(part.data(), sum, width);
     }
 }
 
 template <class E>
 LS_INLINE bool tile_fast_impl(const E* x, i64 rows, i64 ld, i64 width, i64 group_rows, const E* thr,
                               int num_thr, TileScratch<E>& ts) {
-    E* s = ts.fsum.data();
-    std::fill_n(s, width, E(0));
+    std::fill_n(ts.part.data(), width, E(0));
+    std::fill_n(ts.part_d.data(), width, E(0));
+    std::fill_n(ts.part_q.data(), width, E(0));
+    std::fill_n(ts.sum.data(), width, 0.0);
     std::fill_n(ts.lo.data(), width, std::numeric_limits<E>::infinity());
     std::fill_n(ts.hi.data(), width, -std::numeric_limits<E>::infinity());
     std::fill_n(ts.zeros.data(), width, 0);
-    tile_pass1(x, rows, ld, width, s, ts.lo.data(), ts.hi.data(), ts.zeros.data());
-    for (i64 w = 0; w < width; ++w)
-        if (!std::isfinite(s[w])) return false;
     std::fill(ts.above.begin(), ts.above.end(), 0);
-    for (int t = 0; t < num_thr; ++t) tile_count_above(x, rows, ld, width, thr[t], ts.above.data() + t * width);
+    if (num_thr == 0) tile_pass1<E, 0>(x, rows, ld, width, thr, ts);
+    else if (num_thr == 1) tile_pass1<E, 1>(x, rows, ld, width, thr, ts);
+    else tile_pass1<E, 2>(x, rows, ld, width, thr, ts);
+    if (!all_finite(ts.sum.data(), width)) return false;
+    for (int t = 2; t < num_thr; ++t) tile_count_above(x, rows, ld, width, thr[t], ts.above.data() + t * width);
     const double inv = 1.0 / static_cast<double>(rows);
-    for (i64 w = 0; w < width; ++w) ts.shift[w] = static_cast<double>(s[w]) * inv, ts.sd[w] = 0, ts.sq[w] = 0;
-    const i64 groups = rows / group_rows;  // rows of one sample each: their Σd give the sample sums
-    if (static_cast<i64>(ts.group_sd.size()) < groups * width) {
-        ts.group_sd.resize(groups * width);
-        ts.group_sum.resize(groups * width);
-    }
-    for (i64 g = 0; g < groups; ++g) {
-        double* gsd = ts.group_sd.data() + g * width;
-        double* gsum = ts.group_sum.data() + g * width;
-        std::fill_n(gsd, width, 0.0);
-        std::fill_n(gsum, width, 0.0);
-        tile_pass2(x + g * group_rows * ld, group_rows, ld, width, ts.shift.data(), gsd, ts.sq.data(), gsum);
 #pragma omp simd
-        for (i64 w = 0; w < width; ++w) ts.sd[w] += gsd[w];
+    for (i64 w = 0; w < width; ++w) {  // the shift, a value of type E near the mean (see runs_fast_impl)
+        ts.eshift[w] = static_cast<E>(ts.sum[w] * inv);
+        ts.shift[w] = static_cast<double>(ts.eshift[w]), ts.sd[w] = 0, ts.sq[w] = 0;
     }
-    for (i64 w = 0; w < width; ++w) shifted_moments(ts.sd[w], ts.sq[w], rows, ts.rel[w], ts.m2[w]);
+    const i64 groups = rows / group_rows;  // rows of one sample each: the sample sums
+    if (static_cast<i64>(ts.group_sum.size()) < groups * width) ts.group_sum.resize(groups * width);
+    for (i64 g = 0; g < groups; ++g) {
+        double* gsum = ts.group_sum.data() + g * width;
+        std::fill_n(gsum, width, 0.0);
+        tile_pass2(x + g * group_rows * ld, group_rows, ld, width, ts, gsum);
+    }
+    if (!all_finite(ts.sq.data(), width) || !all_finite(ts.sd.data(), width)) return false;  // squares past the float limit
+    const double n = static_cast<double>(rows);
+#pragma omp simd
+    for (i64 w = 0; w < width; ++w) {  // shifted_moments, vectorised
+        const double sd = ts.sd[w], m2 = ts.sq[w] - sd * sd / n;
+        ts.rel[w] = sd / n, ts.m2[w] = m2 > 0 ? m2 : 0.0;
+    }
     return true;
 }
 
