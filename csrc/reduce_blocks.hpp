@@ -253,6 +253,11 @@ void run_sum(const E* row, i64 len, double& sum, i64& count) {
         for (i64 i = full, j = 0; i < len; ++i, ++j) add(i, static_cast<int>(j));
         B += tree_sum(b);
     }
+    if (!std::isfinite(B)) {  // finite values whose float32 partial sums overflow: a float64 sum
+        B = 0;
+        for (i64 i = 0; i < len; ++i)
+            if (std::isfinite(row[i])) B += static_cast<double>(row[i]);
+    }
     sum = B;
     count = n;
 }
@@ -486,6 +491,12 @@ void tile_sum(const E* x, i64 rows, i64 ld, i64 width, double* sum, i64* count) 
             for (i64 w = 0; w < width; ++w) part[w] += fin(p[w]), count[w] += std::isfinite(p[w]);
         }
         flush_channels(part.data(), sum, width);
+    }
+    for (i64 w = 0; w < width; ++w) {
+        if (std::isfinite(sum[w])) continue;  // finite values whose float32 partial sums overflow
+        sum[w] = 0;
+        for (i64 r = 0; r < rows; ++r)
+            if (std::isfinite(x[r * ld + w])) sum[w] += static_cast<double>(x[r * ld + w]);
     }
 }
 

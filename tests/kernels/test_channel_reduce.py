@@ -237,3 +237,32 @@ def _rows_of(batch: torch.Tensor, full: torch.Tensor) -> list[int | None]:
         hits = [n for n in range(len(full)) if torch.equal(b, full[n])]
         out.append(hits[0] if hits else None)
     return out
+
+
+# The float32 path keeps lane partials in float32 for at most 16 values per lane before adding them
+# into float64: long runs on a large offset must still give M2 and the mean to 1e-6 (float64 truth).
+@needs_native
+@pytest.mark.parametrize("channels_last,shape", [(False, (2, 3, 200_000)), (True, (2, 50_000, 7))])
+def test_float32_long_runs_on_an_offset_stay_within_1e_6(channels_last, shape):
+    g = torch.Generator().manual_seed(7)
+    x = (3e3 + 0.5 * torch.randn(*shape, generator=g, dtype=torch.float64)).to(torch.float32)
+    view = view_of(x, channels_last)
+    got, ref = native(view), reference(view)
+    assert np.max(np.abs(got.m2.numpy() - ref["m2"]) / ref["m2"]) <= 1e-6
+    assert np.max(np.abs(got.mean.numpy() - ref["mean"]) / np.abs(ref["mean"])) <= 1e-6
+    rsm = ref["sample_mean"]
+    assert np.max(np.abs(got.sample_mean.numpy() - rsm) / np.abs(rsm)) <= 1e-6
+
+
+# Finite float32 values whose squares (or sums) overflow float32: the block is redone in float64.
+@needs_native
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("scale", [1e20, 1e37])
+def test_float32_values_whose_squares_overflow_float32_are_exact(channels_last, scale):
+    g = torch.Generator().manual_seed(3)
+    x = (scale * torch.randn(3, 4, 300, generator=g, dtype=torch.float64)).to(torch.float32)
+    x = x.transpose(1, 2).contiguous() if channels_last else x
+    view = view_of(x, channels_last)
+    got = native(view)
+    assert np.all(np.isfinite(got.m2.numpy())) and np.all(np.isfinite(got.mean.numpy()))
+    assert_stats_close(got, reference(view), rtol=1e-6)
