@@ -1,13 +1,18 @@
 // Fused per-channel reduction in one read of the activation.
 //
 // The data is cut into blocks of a few thousand elements, each reduced in two passes while it sits in
-// cache (reduce_blocks.hpp): pass 1 gives min, max, zero count and an estimate m̃ of the mean; the
-// threshold counts follow; pass 2 gives Σd and Σd² of d = x − m̃ in float64, hence the block's mean
-// m̃ + Σd/n and M2 = Σd² − (Σd)²/n (no cancellation: m̃ is close to the mean). Block results are
-// folded with Chan, Golub & LeVeque's pairwise update ("Updating formulae and a pairwise algorithm for
-// computing sample variances", 1979) in float64, means kept as m̃ + offset. A block whose pass-1 sum
-// is not finite holds a NaN or an Inf (or values near the float limit): it is redone with masks, so
-// that moments, extremes and threshold counts are over finite values only (the ChannelStats contract).
+// cache (reduce_blocks.hpp): pass 1 gives the sums of the runs (hence an estimate m̃ of the mean, rounded
+// to the input's precision), min, max, zero count and the first two threshold counts (any further
+// thresholds follow in their own sweeps); pass 2 gives Σd and Σd² of d = x − m̃, hence the block's mean
+// m̃ + Σd/n and M2 = Σd² − (Σd)²/n (no cancellation: m̃ is close to the mean). Partial sums are kept in
+// the compute type (float32 for float32 and half inputs) for at most 16 values per lane and then added
+// into float64, so a float32 partial never sums more than 16 terms (relative error ≤ 16·2⁻²⁴ of the sum
+// of magnitudes) while the hot loop runs at float32 width. Block results are folded with Chan, Golub &
+// LeVeque's pairwise update ("Updating formulae and a pairwise algorithm for computing sample
+// variances", 1979) in float64, means kept as m̃ + offset. A block whose pass-1 sum is not finite holds
+// a NaN or an Inf (or values near the float limit), and one whose Σd² overflows the compute type holds
+// values past ~1e19 (float32): it is redone with masks in float64, so that moments, extremes and
+// threshold counts are over finite values only (the ChannelStats contract).
 //
 // Work is cut into units (runs of positions of one channel, or blocks of channels-last rows); units
 // are dealt out to a fixed number of groups, groups to threads dynamically (a thread that loses its
