@@ -434,7 +434,7 @@ LS_INLINE void tile_count_above(const E* x, i64 rows, i64 ld, i64 width, E th, c
 }
 
 // Σd, Σd² (d = x − shift, shift per channel in E) and Σx per channel, added into ts.sd, ts.sq and
-// sum; Σx in tile_sum's order of additions (pairs of rows, chunks of kFlush rows from the first).
+// sum; Σx in tile_sum's order of additions (quads of rows, chunks of kFlush rows from the first).
 template <class E>
 LS_INLINE void tile_pass2(const E* x, i64 rows, i64 ld, i64 width, TileScratch<E>& ts, double* sum) {
     E *pd = ts.part_d.data(), *pq = ts.part_q.data(), *ps = ts.part.data();
@@ -442,14 +442,15 @@ LS_INLINE void tile_pass2(const E* x, i64 rows, i64 ld, i64 width, TileScratch<E
     for (i64 r0 = 0; r0 < rows; r0 += kFlush) {
         const i64 r1 = std::min(rows, r0 + kFlush);
         i64 r = r0;
-        for (; r + 2 <= r1; r += 2) {
-            const E *p0 = x + r * ld, *p1 = p0 + ld;
+        for (; r + 4 <= r1; r += 4) {
+            const E *p0 = x + r * ld, *p1 = p0 + ld, *p2 = p1 + ld, *p3 = p2 + ld;
 #pragma omp simd
             for (i64 w = 0; w < width; ++w) {
-                const E v0 = p0[w], v1 = p1[w], d0 = v0 - shift[w], d1 = v1 - shift[w];
-                pd[w] += d0 + d1;
-                pq[w] += d0 * d0 + d1 * d1;
-                ps[w] += v0 + v1;
+                const E v0 = p0[w], v1 = p1[w], v2 = p2[w], v3 = p3[w], sh = shift[w];
+                const E d0 = v0 - sh, d1 = v1 - sh, d2 = v2 - sh, d3 = v3 - sh;
+                pd[w] += (d0 + d1) + (d2 + d3);
+                pq[w] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+                ps[w] += (v0 + v1) + (v2 + v3);
             }
         }
         for (; r < r1; ++r) {
@@ -479,11 +480,11 @@ void tile_sum(const E* x, i64 rows, i64 ld, i64 width, double* sum, i64* count) 
     for (i64 r0 = 0; r0 < rows; r0 += kFlush) {
         const i64 r1 = std::min(rows, r0 + kFlush);
         i64 r = r0;
-        for (; r + 2 <= r1; r += 2) {
-            const E *p0 = x + r * ld, *p1 = p0 + ld;
+        for (; r + 4 <= r1; r += 4) {
+            const E *p0 = x + r * ld, *p1 = p0 + ld, *p2 = p1 + ld, *p3 = p2 + ld;
             for (i64 w = 0; w < width; ++w) {
-                part[w] += fin(p0[w]) + fin(p1[w]);
-                count[w] += std::isfinite(p0[w]) + std::isfinite(p1[w]);
+                part[w] += (fin(p0[w]) + fin(p1[w])) + (fin(p2[w]) + fin(p3[w]));
+                count[w] += std::isfinite(p0[w]) + std::isfinite(p1[w]) + std::isfinite(p2[w]) + std::isfinite(p3[w]);
             }
         }
         for (; r < r1; ++r) {
