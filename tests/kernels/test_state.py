@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +15,6 @@ import torch
 from layerscope import kernels
 from layerscope.capture.layout import Axis, Layout, make_view
 from layerscope.kernels import _native
-from layerscope.stats import coverage as coverage_module
-from layerscope.stats import moments as moments_module
 from layerscope.stats.coverage import NeuronCoverage
 from layerscope.stats.moments import ChannelMoments
 
@@ -70,27 +69,25 @@ def range_hits(out: dict, j: int, v: float, lo: float, hi: float, k: int) -> Non
 
 
 # -- the two paths -----------------------------------------------------------------------------------
-def feed_coverage(batches: list[torch.Tensor], **opts) -> NeuronCoverage:
+def feed_coverage(batches: list[torch.Tensor], **opts: Any) -> NeuronCoverage:
     acc = NeuronCoverage(coverage_thresholds=TAUS, **opts)
     for b in batches:
         acc.update(None, SimpleNamespace(sample_mean=b))  # only the neuron values are read
     return acc
 
 
-def both_paths(monkeypatch, feed, *args, **kwargs):
-    native = feed(*args, **kwargs)
-    with monkeypatch.context() as m:
-        m.setattr(coverage_module, "state_kernels", lambda device: None)
-        m.setattr(moments_module, "state_kernels", lambda device: None)
-        reference = feed(*args, **kwargs)
-    return native, reference
+def both_paths(feed, *args, **kwargs):
+    """The accumulator fed through the native kernel (auto on CPU) and through its torch code."""
+    assert kernels.state_kernels(torch.device("cpu")) is _native.BACKENDS.get("native").state
+    assert kernels.state_kernels(torch.device("cpu"), "torch") is None
+    return feed(*args, **kwargs), feed(*args, **kwargs, backend="torch")
 
 
-def check_coverage(monkeypatch, rows, dtype, k, ranges=None, sections=4, splits=1) -> None:
+def check_coverage(rows, dtype, k, ranges=None, sections=4, splits=1) -> None:
     x = torch.tensor(rows, dtype=torch.float64).reshape(len(rows), -1).to(dtype)
     batches = list(torch.tensor_split(x, splits)) if len(rows) else [x]
     opts = {"top_k": k, "kmnc_sections": sections, "ranges": ranges}
-    native, torch_path = both_paths(monkeypatch, feed_coverage, batches, **opts)
+    native, torch_path = both_paths(feed_coverage, batches, **opts)
     expected = coverage_bruteforce(x.double().tolist(), TAUS, k, ranges, sections)
     fields = COVERAGE_FIELDS if ranges is not None else COVERAGE_FIELDS[:5]
     for f in fields:
@@ -103,7 +100,7 @@ def check_coverage(monkeypatch, rows, dtype, k, ranges=None, sections=4, splits=
 # -- coverage: random data ---------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("n", "c", "k"), [(64, 64, 2), (64, 512, 2), (17, 30, 8), (17, 30, 9), (5, 40, 25)])
-def test_coverage_random(monkeypatch, dtype, n, c, k) -> None:
+def test_coverage_random(dtype, n, c, k) -> None:
     rng = np.random.default_rng(n * c + k)
     x = rng.normal(size=(n, c)) * rng.uniform(0.1, 3, size=c) + rng.normal(size=c)
     x[rng.random(x.shape) < 0.05] = NAN
@@ -111,8 +108,8 @@ def test_coverage_random(monkeypatch, dtype, n, c, k) -> None:
     x[rng.random(x.shape) < 0.05] = 0.5  # ties, also at the k-th value
     low = np.nanmin(np.where(np.isfinite(x), x, NAN), axis=0) * 0.8
     ranges = (low.tolist(), (low + rng.uniform(0, 2, size=c)).tolist())
-    check_coverage(monkeypatch, x.tolist(), dtype, k, ranges, sections=7, splits=3)
-    check_coverage(monkeypatch, x.tolist(), dtype, k, splits=2)
+    check_coverage(x.tolist(), dtype, k, ranges, sections=7, splits=3)
+    check_coverage(x.tolist(), dtype, k, splits=2)
 
 
 # -- coverage: adversarial data ----------------------------------------------------------------------
@@ -130,10 +127,10 @@ ADVERSARIAL = {
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("k", [1, 2, 3, 9])
 @pytest.mark.parametrize("case", sorted(ADVERSARIAL))
-def test_coverage_adversarial(monkeypatch, case, k, dtype) -> None:
+def test_coverage_adversarial(case, k, dtype) -> None:
     rows = ADVERSARIAL[case]
-    check_coverage(monkeypatch, rows, dtype, k)  # k > C: every finite neuron is in the top k
-    check_coverage(monkeypatch, rows, dtype, k, splits=len(rows))  # one input per batch
+    check_coverage(rows, dtype, k)  # k > C: every finite neuron is in the top k
+    check_coverage(rows, dtype, k, splits=len(rows))  # one input per batch
 
 
 RANGE_ROWS = [[0.0, 0.25, 1.0, 5.0, 1.0, 0.0], [0.74, 1.5, -0.5, 2.0, NAN, 1e308], [1.0, 0.5, 0.99, 5.0, 3.0, -1e308]]
@@ -144,10 +141,10 @@ RANGES = (
 
 
 @pytest.mark.parametrize("sections", [1, 4, 3, 100])
-def test_coverage_range_edges(monkeypatch, sections) -> None:
-    check_coverage(monkeypatch, RANGE_ROWS, torch.float64, 2, RANGES, sections=sections)
+def test_coverage_range_edges(sections) -> None:
+    check_coverage(RANGE_ROWS, torch.float64, 2, RANGES, sections=sections)
     inverted = (RANGES[1], RANGES[0])  # low > high: records nothing
-    check_coverage(monkeypatch, RANGE_ROWS, torch.float64, 2, inverted, sections=sections)
+    check_coverage(RANGE_ROWS, torch.float64, 2, inverted, sections=sections)
 
 
 def test_coverage_empty_batch_changes_nothing() -> None:
@@ -156,8 +153,8 @@ def test_coverage_empty_batch_changes_nothing() -> None:
 
 
 # -- moments -----------------------------------------------------------------------------------------
-def feed_moments(batches: list[torch.Tensor], thresholds=(0.0, 0.5)) -> ChannelMoments:
-    acc = ChannelMoments(thresholds)
+def feed_moments(batches: list[torch.Tensor], thresholds=(0.0, 0.5), backend=None) -> ChannelMoments:
+    acc = ChannelMoments(thresholds, backend=backend)
     for b in batches:
         view = make_view(b, Layout(1, Axis.TIME))
         acc.update(view, kernels.channel_reduce(view, acc.thresholds))
@@ -175,13 +172,13 @@ def moments_reference(x: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("thresholds", [(0.0, 0.5), ()])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_moments_merge_matches_torch_and_two_pass(monkeypatch, seed, thresholds) -> None:
+def test_moments_merge_matches_torch_and_two_pass(seed, thresholds) -> None:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(24, 7, 5, generator=gen, dtype=torch.float64) * 3 + 1e3
     x[:, 0] = NAN  # a channel with no finite value: count 0, min +inf
     x[3, 1, 2], x[5, 2, :] = INF, 0.0
     batches = list(torch.tensor_split(x, [1, 2, 9, 9, 20]))  # an empty batch, one-sample batches
-    native, torch_path = both_paths(monkeypatch, feed_moments, batches, thresholds)
+    native, torch_path = both_paths(feed_moments, batches, thresholds)
     for f in ChannelMoments._FIELDS:  # same formula, same operation order: exactly equal
         assert torch.equal(getattr(native, f), getattr(torch_path, f)), f
     ref = moments_reference(x.numpy())
@@ -190,17 +187,17 @@ def test_moments_merge_matches_torch_and_two_pass(monkeypatch, seed, thresholds)
     np.testing.assert_allclose(native.m2.numpy(), ref["m2"], rtol=1e-9)
 
 
-def test_moments_merge_of_accumulators_matches_torch(monkeypatch) -> None:
+def test_moments_merge_of_accumulators_matches_torch() -> None:
     gen = torch.Generator().manual_seed(4)
     parts = [torch.randn(n, 3, 4, generator=gen, dtype=torch.float64) - 7 for n in (1, 5, 2)]
 
-    def merged(batches):
-        acc = ChannelMoments((0.0,))
+    def merged(batches, backend=None):
+        acc = ChannelMoments((0.0,), backend=backend)
         for b in batches:
-            acc.merge(ChannelMoments.from_state_dict(feed_moments([b], (0.0,)).state_dict()))
+            acc.merge(ChannelMoments.from_state_dict(feed_moments([b], (0.0,), backend).state_dict()))
         return acc
 
-    native, torch_path = both_paths(monkeypatch, merged, parts)
+    native, torch_path = both_paths(merged, parts)
     for f in ChannelMoments._FIELDS:
         assert torch.equal(getattr(native, f), getattr(torch_path, f)), f
 
@@ -208,8 +205,11 @@ def test_moments_merge_of_accumulators_matches_torch(monkeypatch) -> None:
 # -- dispatch and argument checks ----------------------------------------------------------------------
 def test_state_kernels_only_on_cpu_with_the_extension(monkeypatch) -> None:
     monkeypatch.setattr(kernels, "_state_cache", {})
-    assert kernels.state_kernels(torch.device("cpu")) is kernels.BACKENDS.get("native").state
-    assert kernels.state_kernels(torch.device("cuda")) is None  # the accumulators' torch code
+    native = kernels.BACKENDS.get("native").state
+    assert kernels.state_kernels(torch.device("cpu")) is native
+    assert kernels.state_kernels(torch.device("cpu"), "native") is native
+    assert kernels.state_kernels(torch.device("cpu"), "torch") is None  # the accumulators' torch code
+    assert kernels.state_kernels(torch.device("cuda")) is None
     monkeypatch.setattr(kernels, "_state_cache", {})
     monkeypatch.setattr(_native, "_C", None)
     monkeypatch.setattr(_native, "_warned", True)

@@ -102,19 +102,20 @@ def select_backend(
     return _choice_cache[key]
 
 
-_state_cache: dict[str, StateKernels | None] = {}
+_state_cache: dict[tuple[str, str | None], StateKernels | None] = {}
 
 
-def state_kernels(device: torch.device) -> StateKernels | None:
-    """In-place state updates for accumulator state on ``device`` (native C++ on CPU), or None when no
-    backend offers them there: the accumulators then run their torch code."""
-    if device.type not in _state_cache:
-        _state_cache[device.type] = next(
-            (b.state for b in sorted(map(BACKENDS.get, BACKENDS), key=lambda b: b.priority)
-             if b.state is not None and b.available(device, torch.float64)[0]),
-            None,
+def state_kernels(device: torch.device, force: str | None = None) -> StateKernels | None:
+    """In-place updates for accumulator state on ``device`` (native C++ on CPU), or None when no backend
+    offers them there — or the forced backend ``force`` does not — : the accumulators then run their torch
+    code."""
+    key = (device.type, force)
+    if key not in _state_cache:
+        candidates = [BACKENDS.get(force)] if force else sorted(map(BACKENDS.get, BACKENDS), key=lambda b: b.priority)
+        _state_cache[key] = next(
+            (b.state for b in candidates if b.state is not None and b.available(device, torch.float64)[0]), None
         )
-    return _state_cache[device.type]
+    return _state_cache[key]
 
 
 def _forced(device: torch.device, dtype: torch.dtype, force: str, kernel: str) -> tuple[Backend, str]:

@@ -111,6 +111,7 @@ class NeuronCoverage:
         top_k: int = DEFAULT_TOP_K,
         kmnc_sections: int = DEFAULT_KMNC_SECTIONS,
         ranges: RangeLike | None = None,
+        backend: str | None = None,
         **_: Any,
     ) -> None:
         if top_k < 1:
@@ -122,6 +123,7 @@ class NeuronCoverage:
         self.top_k = int(top_k)
         self.kmnc_sections = int(kmnc_sections)
         self.ranges = self._parse_ranges(ranges)
+        self.backend = backend  # a forced kernel backend: "torch" runs the torch code below on CPU too
         self.samples = 0
         self.nc_hits: torch.Tensor | None = None  # every state tensor is None until the first update
 
@@ -152,7 +154,7 @@ class NeuronCoverage:
                 f"coverage: neuron count changed from {self.num_neurons} to {values.shape[1]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
-        native = state_kernels(self.nc_hits.device)
+        native = state_kernels(self.nc_hits.device, self.backend)
         if native is not None and values.is_cpu:
             native.coverage_update(values, self._taus, self.top_k, self._state(), self._range_state())
             self.samples += values.shape[0]

@@ -47,8 +47,11 @@ class ChannelMoments:
     _FLOATS = ("mean", "m2", "min", "max")  # float64; the others int64
     _fields = staticmethod(attrgetter(*_FIELDS))  # obj → its fields as a tuple, in _FIELDS order
 
-    def __init__(self, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, **_: Any) -> None:
+    def __init__(
+        self, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, backend: str | None = None, **_: Any
+    ) -> None:
         self.thresholds = tuple(float(t) for t in thresholds)
+        self.backend = backend  # a forced kernel backend: "torch" merges with the torch code on CPU too
         self.count: torch.Tensor | None = None  # every field is None until the first update
 
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
@@ -71,7 +74,7 @@ class ChannelMoments:
                 f"channel count changed from {self.count.shape[0]} to {fields[0].shape[0]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
-        native = state_kernels(self.count.device)
+        native = state_kernels(self.count.device, self.backend)
         if native is not None and fields[0].is_cpu:
             native.moments_merge(self._fields(self), fields)
             return
