@@ -1,3 +1,5 @@
+// Coverage hit sets and the moments merge, in place (see state.hpp). The per-row helpers are inlined
+// into coverage_update, whose AVX-512 / AVX2 / baseline clones (LS_CLONES) vectorise their loops.
 #include "state.hpp"
 
 #include <algorithm>
@@ -12,17 +14,20 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr i64 kSmallK = 8;  // top-k by insertion up to here (O(C·k)), nth_element beyond
+constexpr i64 kBlock = 16;  // values tested together against the top-k bar
 
 // -- coverage ------------------------------------------------------------------------------------
 
 // Row i of the neuron values as float64, NaN where not finite (torch: where(isfinite(v), v, nan)).
 template <class T>
-void load_row(const NeuronValues& v, i64 i, double* row) {
-    const T* p = static_cast<const T*>(v.data) + i * v.stride_n;
-    for (i64 j = 0; j < v.c; ++j) {
-        const double x = static_cast<double>(p[j * v.stride_c]);
-        row[j] = std::isfinite(x) ? x : kNaN;
+LS_INLINE void load_row(const NeuronValues& v, i64 i, double* __restrict row) {
+    const T* __restrict p = static_cast<const T*>(v.data) + i * v.stride_n;
+    const i64 c = v.c, stride = v.stride_c;
+    if (stride == 1) {  // the usual case: a loop the compiler vectorises
+        for (i64 j = 0; j < c; ++j) row[j] = std::isfinite(p[j]) ? static_cast<double>(p[j]) : kNaN;
+        return;
     }
+    for (i64 j = 0; j < c; ++j) row[j] = std::isfinite(p[j * stride]) ? static_cast<double>(p[j * stride]) : kNaN;
 }
 
 struct RowRange {
@@ -30,52 +35,78 @@ struct RowRange {
     i64 finite;
 };
 
-// The row's finite range; folds each neuron into low / high / skipped.
-RowRange observe_row(const double* row, i64 c, const CoverageState& s) {
-    RowRange r{kInf, -kInf, 0};
+// The row's finite range; folds each neuron into low / high / skipped. Branch-free: a NaN fails
+// every comparison, so it changes no extreme.
+LS_INLINE RowRange observe_row(const double* __restrict row, i64 c, const CoverageState& s) {
+    double lo = kInf, hi = -kInf;
+    i64 nans = 0;
+    double* __restrict low = s.low;
+    double* __restrict high = s.high;
+    i64* __restrict skipped = s.skipped;
+#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(+ : nans)
     for (i64 j = 0; j < c; ++j) {
         const double x = row[j];
-        if (x != x) {
-            ++s.skipped[j];
-            continue;
-        }
-        r.lo = std::min(r.lo, x);
-        r.hi = std::max(r.hi, x);
-        s.low[j] = std::min(s.low[j], x);
-        s.high[j] = std::max(s.high[j], x);
-        ++r.finite;
+        const i64 nan = x != x;
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+        low[j] = x < low[j] ? x : low[j];
+        high[j] = x > high[j] ? x : high[j];
+        skipped[j] += nan;
+        nans += nan;
     }
-    return r;
+    return {lo, hi, c - nans};
+}
+
+// hits[j] |= x[j] > bound (NaN > bound is false).
+LS_INLINE void mark_greater(const double* __restrict x, i64 c, double bound, u8* __restrict hits) {
+    for (i64 j = 0; j < c; ++j) hits[j] |= static_cast<u8>(x[j] > bound);
+}
+
+// hits[j] |= x[j] >= bound (NaN ≥ bound is false).
+LS_INLINE void mark_at_least(const double* __restrict x, i64 c, double bound, u8* __restrict hits) {
+    for (i64 j = 0; j < c; ++j) hits[j] |= static_cast<u8>(x[j] >= bound);
 }
 
 // NC (Pei et al., "DeepXplore", SOSP 2017, §4.1): scale the row min–max over the layer's neurons,
 // (φ − min) / (max − min); a neuron is covered at τ if its scaled value is > τ. A zero (or empty)
 // span covers nothing: the reference's 0/0 is NaN, and NaN > τ is false.
-void nc_row(const double* row, i64 c, const RowRange& r, const double* taus, i64 num_taus, u8* nc_hits,
-            double* scaled) {
+LS_INLINE void nc_row(const double* __restrict row, i64 c, const RowRange& r, const double* taus, i64 num_taus,
+                      u8* nc_hits, double* __restrict scaled) {
     const double span = r.hi - r.lo;
     if (!(span > 0)) return;
     for (i64 j = 0; j < c; ++j) scaled[j] = (row[j] - r.lo) / span;  // NaN neurons stay NaN
-    for (i64 t = 0; t < num_taus; ++t) {
-        const double tau = taus[t];
-        u8* hits = nc_hits + t * c;
-        for (i64 j = 0; j < c; ++j) hits[j] |= static_cast<u8>(scaled[j] > tau);
-    }
+    for (i64 t = 0; t < num_taus; ++t) mark_greater(scaled, c, taus[t], nc_hits + t * c);
+}
+
+// Largest value of x[0, n) (NaN never wins; −inf if there is none).
+LS_INLINE double block_max(const double* __restrict x, i64 n) {
+    double m = -kInf;
+#pragma omp simd reduction(max : m)
+    for (i64 j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+// Keeps the k largest values seen in best[0, filled) (descending) as x arrives; returns the new bar
+// (the k-th largest so far, −inf until k values were seen): only values above it can enter.
+LS_INLINE double insert_top(double x, double* best, i64& filled, i64 k) {
+    i64 p = filled < k ? filled++ : k - 1;  // a new slot, or replace the smallest kept value
+    for (; p > 0 && best[p - 1] < x; --p) best[p] = best[p - 1];
+    best[p] = x;
+    return filled == k ? best[k - 1] : -kInf;
 }
 
 // k-th largest finite value of the row, counting ties (torch: topk(k).values[:, -1] with NaN → −inf);
 // −inf when the row has fewer than k finite values, so that every finite neuron is in its top k.
-double kth_largest(const double* row, i64 c, i64 k, i64 finite, std::vector<double>& scratch) {
+LS_INLINE double kth_largest(const double* row, i64 c, i64 k, i64 finite, std::vector<double>& scratch) {
     if (finite < k) return -kInf;
-    if (k <= kSmallK) {
-        double best[kSmallK];  // [0, filled) in descending order
+    if (k <= kSmallK) {  // one pass; blocks with no value above the bar are skipped with vector compares
+        double best[kSmallK], bar = -kInf;  // while fewer than k are kept, every finite value enters
         i64 filled = 0;
-        for (i64 j = 0; j < c; ++j) {
-            const double x = row[j];
-            if (x != x || (filled == k && !(x > best[k - 1]))) continue;
-            i64 p = filled < k ? filled++ : k - 1;  // a new slot, or replace the smallest kept value
-            for (; p > 0 && best[p - 1] < x; --p) best[p] = best[p - 1];
-            best[p] = x;
+        for (i64 j0 = 0; j0 < c; j0 += kBlock) {
+            const i64 end = std::min(j0 + kBlock, c);
+            if (!(block_max(row + j0, end - j0) > bar)) continue;
+            for (i64 j = j0; j < end; ++j)
+                if (row[j] > bar) bar = insert_top(row[j], best, filled, k);  // NaN > bar is false
         }
         return best[k - 1];
     }
@@ -86,15 +117,10 @@ double kth_largest(const double* row, i64 c, i64 k, i64 finite, std::vector<doub
     return scratch[static_cast<std::size_t>(k - 1)];
 }
 
-// TKNC (Ma et al., "DeepGauge", ASE 2018, §3.2): covered if ≥ the row's k-th largest value (ties kept).
-void topk_row(const double* row, i64 c, double kth, u8* topk_hits) {
-    for (i64 j = 0; j < c; ++j) topk_hits[j] |= static_cast<u8>(row[j] >= kth);  // NaN ≥ kth is false
-}
-
 // KMNC / NBC / SNAC (DeepGauge §3.1) for ranges [low, high]: section floor((φ − low)·k / (high − low)),
 // clamped to k − 1 so that φ == high is in the last one; corners φ < low and φ > high. A neuron whose
 // range is not finite or has low > high records nothing; low == high has no sections.
-void range_row(const double* row, i64 c, const CoverageRanges& r) {
+LS_INLINE void range_row(const double* row, i64 c, const CoverageRanges& r) {
     const i64 k = r.sections;
     for (i64 j = 0; j < c; ++j) {
         const double x = row[j], lo = r.range_low[j], hi = r.range_high[j];
@@ -119,7 +145,7 @@ inline double nan_max(double a, double b) { return (a != a || b != b) ? kNaN : (
 
 }  // namespace
 
-void coverage_update(const NeuronValues& values, const double* taus, i64 num_taus, i64 top_k,
+LS_CLONES void coverage_update(const NeuronValues& values, const double* taus, i64 num_taus, i64 top_k,
                      const CoverageState& state, const CoverageRanges* ranges) {
     const i64 c = values.c, k = std::min(top_k, c);
     std::vector<double> row(static_cast<std::size_t>(c)), scaled(static_cast<std::size_t>(c)), scratch;
@@ -131,7 +157,9 @@ void coverage_update(const NeuronValues& values, const double* taus, i64 num_tau
         const RowRange r = observe_row(row.data(), c, state);
         if (r.finite == 0) continue;  // every neuron skipped: no NC, TKNC or range hit
         nc_row(row.data(), c, r, taus, num_taus, state.nc_hits, scaled.data());
-        topk_row(row.data(), c, kth_largest(row.data(), c, k, r.finite, scratch), state.topk_hits);
+        // TKNC (Ma et al., "DeepGauge", ASE 2018, §3.2): covered if ≥ the k-th largest value (ties kept)
+        const double kth = kth_largest(row.data(), c, k, r.finite, scratch);
+        mark_at_least(row.data(), c, kth, state.topk_hits);
         if (ranges) range_row(row.data(), c, *ranges);
     }
 }

@@ -121,11 +121,16 @@ ADVERSARIAL = {
     "one_input": [[0.5, -2.0, 9.0, 9.0]],
     "huge_and_tiny": [[1e308, -1e308, 0.0], [5e-324, -5e-324, 0.0], [1.7e308, 1.7e308, -1.7e308]],
     "single_finite": [[NAN, 2.0, NAN], [NAN, NAN, -1.0]],
+    "long_rows": [  # ascending (every value enters the top k), descending with NaN gaps, many ties
+        [float(j) for j in range(40)],
+        [float(40 - j) if j % 7 else NAN for j in range(40)],
+        [float(j % 3) for j in range(40)],
+    ],
 }
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("k", [1, 2, 3, 9])
+@pytest.mark.parametrize("k", [1, 2, 3, 8, 9])
 @pytest.mark.parametrize("case", sorted(ADVERSARIAL))
 def test_coverage_adversarial(case, k, dtype) -> None:
     rows = ADVERSARIAL[case]
