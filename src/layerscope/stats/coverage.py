@@ -62,7 +62,7 @@ def scaled_neuron_values(values: torch.Tensor) -> torch.Tensor:
 
     NaN inputs stay NaN and are ignored by min/max; an input with a zero range scales to NaN.
     """
-    inf = torch.tensor(float("inf"), dtype=values.dtype, device=values.device)
+    inf = float("inf")  # a Python scalar: no tensor (and no host-to-device copy) per call
     nan = torch.isnan(values)
     lo = torch.where(nan, inf, values).amin(dim=1, keepdim=True)  # [N, 1]
     hi = torch.where(nan, -inf, values).amax(dim=1, keepdim=True)  # [N, 1]
@@ -120,6 +120,7 @@ class NeuronCoverage:
             raise ValueError(f"coverage kmnc_sections must be ≥ 1, got {kmnc_sections}")
         self.coverage_thresholds = tuple(float(t) for t in coverage_thresholds)
         self._taus = np.asarray(self.coverage_thresholds, dtype=np.float64).reshape(-1)  # [T], native path
+        self._taus_tensor: torch.Tensor | None = None  # the same on the state's device, torch path
         self.top_k = int(top_k)
         self.kmnc_sections = int(kmnc_sections)
         self.ranges = self._parse_ranges(ranges)
@@ -191,8 +192,8 @@ class NeuronCoverage:
     def _batch_state(self, values: torch.Tensor) -> dict[str, Any]:
         """The state of one batch alone (``values`` [N, C] float64, NaN = skipped)."""
         nan = torch.isnan(values)
-        inf = torch.tensor(float("inf"), dtype=torch.float64, device=values.device)
-        taus = torch.tensor(self.coverage_thresholds, dtype=torch.float64, device=values.device)
+        inf = float("inf")
+        taus = self._taus_on(values.device)  # [T]
         scaled = scaled_neuron_values(values)  # [N, C]
         part: dict[str, Any] = {
             "samples": values.shape[0],
@@ -205,6 +206,12 @@ class NeuronCoverage:
         if self.ranges is not None:
             part.update(self._range_hits(values))
         return part
+
+    def _taus_on(self, device: torch.device) -> torch.Tensor:
+        """The thresholds as a float64 [T] tensor on ``device``, copied there once (not per update)."""
+        if self._taus_tensor is None or self._taus_tensor.device != device:
+            self._taus_tensor = torch.from_numpy(self._taus).to(device)
+        return self._taus_tensor
 
     def _range_hits(self, values: torch.Tensor) -> dict[str, torch.Tensor]:
         low, high = self.ranges
