@@ -13,12 +13,14 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "buffers.hpp"
 #include "histogram.hpp"
 #include "reduce.hpp"
 #include "scan.hpp"
+#include "state.hpp"
 
 namespace py = pybind11;
 
@@ -215,6 +217,110 @@ py::tuple scan_backward_py(const py::buffer& a, const py::buffer& h, const py::o
     return py::make_tuple(ga, gb, gh0);
 }
 
+// -- in-place accumulator state (state.hpp) -------------------------------------------------------
+// State arrays are updated in place, so they must be NumPy arrays of the exact dtype, C-contiguous
+// and writable (never a converted copy: the update would be lost).
+
+std::string shape_str(const py::ssize_t* shape, py::ssize_t ndim) {
+    std::string s = "[";
+    for (py::ssize_t d = 0; d < ndim; ++d) s += (d ? ", " : "") + std::to_string(shape[d]);
+    return s + "]";
+}
+
+template <class T>
+const char* numpy_name() {
+    return std::is_same<T, bool>::value ? "bool" : std::is_same<T, double>::value ? "float64" : "int64";
+}
+
+// Data pointer of `obj`, checked: a C-contiguous T array of `shape`, writable when `writable`.
+template <class T>
+void* state_array(const py::handle& obj, std::vector<py::ssize_t> shape, bool writable, const std::string& what) {
+    const std::string expect = "a C-contiguous " + std::string(numpy_name<T>()) + " NumPy array of shape " +
+                               shape_str(shape.data(), static_cast<py::ssize_t>(shape.size()));
+    if (!py::isinstance<py::array_t<T>>(obj)) throw std::invalid_argument(what + ": expected " + expect);
+    const auto a = py::reinterpret_borrow<py::array>(obj);
+    const bool same_shape = a.ndim() == static_cast<py::ssize_t>(shape.size()) &&
+                            std::equal(shape.begin(), shape.end(), a.shape());
+    if (!same_shape || !(a.flags() & py::array::c_style))
+        throw std::invalid_argument(what + ": expected " + expect + ", got shape " + shape_str(a.shape(), a.ndim()) +
+                                    (same_shape ? " (not C-contiguous)" : ""));
+    if (writable && !a.writeable()) throw std::invalid_argument(what + ": the array is read-only");
+    return const_cast<void*>(a.data());
+}
+
+// [N, C] float32 / float64 neuron values, any strides.
+NeuronValues neuron_values(const py::array& a) {
+    const bool f64 = py::isinstance<py::array_t<double>>(a), f32 = py::isinstance<py::array_t<float>>(a);
+    if (!(f64 || f32) || a.ndim() != 2)
+        throw std::invalid_argument("coverage_update: values must be a 2-D float32 or float64 array [N, C]");
+    const py::ssize_t item = a.itemsize();
+    if (a.strides(0) % item || a.strides(1) % item)
+        throw std::invalid_argument("coverage_update: values: misaligned strides");
+    return {a.data(), f64 ? DType::f64 : DType::f32, a.shape(0), a.shape(1), a.strides(0) / item,
+            a.strides(1) / item};
+}
+
+// Reference ranges and their hit sets: (range_low [C], range_high [C], kmnc_hits [C, k], lower_hits [C],
+// upper_hits [C]).
+CoverageRanges coverage_ranges(const py::tuple& r, i64 c) {
+    if (r.size() != 5)
+        throw std::invalid_argument("coverage_update: ranges must be (range_low, range_high, kmnc_hits, "
+                                    "lower_hits, upper_hits)");
+    const py::array kmnc = r[2].cast<py::array>();
+    const i64 k = kmnc.ndim() == 2 ? kmnc.shape(1) : 0;
+    if (k < 1) throw std::invalid_argument("coverage_update: kmnc_hits must be [C, k] with k >= 1");
+    const std::string w = "coverage_update: ";
+    return {static_cast<const double*>(state_array<double>(r[0], {c}, false, w + "range_low")),
+            static_cast<const double*>(state_array<double>(r[1], {c}, false, w + "range_high")), k,
+            static_cast<u8*>(state_array<bool>(r[2], {c, k}, true, w + "kmnc_hits")),
+            static_cast<u8*>(state_array<bool>(r[3], {c}, true, w + "lower_hits")),
+            static_cast<u8*>(state_array<bool>(r[4], {c}, true, w + "upper_hits"))};
+}
+
+void coverage_update_py(const py::array& values, const py::array& taus, i64 top_k, const py::handle& nc_hits,
+                        const py::handle& topk_hits, const py::handle& low, const py::handle& high,
+                        const py::handle& skipped, const py::object& ranges) {
+    const NeuronValues v = neuron_values(values);
+    if (top_k < 1) throw std::invalid_argument("coverage_update: top_k must be >= 1");
+    const std::string w = "coverage_update: ";
+    const i64 t = taus.ndim() == 1 ? taus.shape(0) : -1;
+    const auto* tau = static_cast<const double*>(state_array<double>(taus, {t}, false, w + "taus [T]"));
+    const CoverageState state{static_cast<u8*>(state_array<bool>(nc_hits, {t, v.c}, true, w + "nc_hits")),
+                              static_cast<u8*>(state_array<bool>(topk_hits, {v.c}, true, w + "topk_hits")),
+                              static_cast<double*>(state_array<double>(low, {v.c}, true, w + "low")),
+                              static_cast<double*>(state_array<double>(high, {v.c}, true, w + "high")),
+                              static_cast<i64*>(state_array<i64>(skipped, {v.c}, true, w + "skipped"))};
+    CoverageRanges r{};
+    if (!ranges.is_none()) r = coverage_ranges(ranges.cast<py::tuple>(), v.c);
+    py::gil_scoped_release release;
+    coverage_update(v, tau, t, top_k, state, ranges.is_none() ? nullptr : &r);
+}
+
+// ChannelStats fields without sample_mean, in that order: count, mean, m2, min, max, zeros, above [T, C], nan, inf.
+template <class I, class F>
+MomentFields<I, F> moment_fields(const py::tuple& f, i64 c, i64 t, bool writable, const std::string& what) {
+    if (f.size() != 9)
+        throw std::invalid_argument(what + ": expected 9 arrays (count, mean, m2, min, max, zeros, above, nan, inf)");
+    const auto ints = [&](std::size_t i, const char* name, std::vector<py::ssize_t> shape) {
+        return static_cast<I*>(state_array<i64>(f[i], std::move(shape), writable, what + "." + name));
+    };
+    const auto floats = [&](std::size_t i, const char* name) {
+        return static_cast<F*>(state_array<double>(f[i], {c}, writable, what + "." + name));
+    };
+    return {ints(0, "count", {c}), floats(1, "mean"), floats(2, "m2"), floats(3, "min"), floats(4, "max"),
+            ints(5, "zeros", {c}), ints(6, "above", {t, c}), ints(7, "nan", {c}), ints(8, "inf", {c})};
+}
+
+void moments_merge_py(const py::tuple& state, const py::tuple& part) {
+    if (state.size() != 9) throw std::invalid_argument("moments_merge: state must hold 9 arrays");
+    const py::array count = state[0].cast<py::array>(), above = state[6].cast<py::array>();
+    const i64 c = count.ndim() == 1 ? count.shape(0) : -1, t = above.ndim() == 2 ? above.shape(0) : -1;
+    const MomentState s = moment_fields<i64, double>(state, c, t, true, "moments_merge: state");
+    const MomentPart p = moment_fields<const i64, const double>(part, c, t, false, "moments_merge: part");
+    py::gil_scoped_release release;
+    moments_merge(s, p, c, t);
+}
+
 py::dict build_info() {
     py::dict d;
 #ifdef _OPENMP
@@ -248,7 +354,8 @@ py::dict build_info() {
 }  // namespace ls
 
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "layerscope native kernels (C++17, OpenMP): fused channel reduction, histogram, linear scan";
+    m.doc() = "layerscope native kernels (C++17, OpenMP): fused channel reduction, histogram, linear scan, "
+              "in-place accumulator updates (coverage, moments merge)";
     m.def("channel_reduce", &ls::channel_reduce_py, py::arg("x"), py::arg("dtype"), py::arg("thresholds"),
           py::arg("threads"),
           "Per-channel statistics of x, a 3-D buffer read as [N, C, S] with any strides: a tuple in "
@@ -263,6 +370,14 @@ PYBIND11_MODULE(_C, m) {
     m.def("scan_backward", &ls::scan_backward_py, py::arg("a"), py::arg("h"), py::arg("h0"),
           py::arg("grad_h"), py::arg("dtype"), py::arg("threads"),
           "(grad_a, grad_b, grad_h0) of the linear scan.");
+    m.def("coverage_update", &ls::coverage_update_py, py::arg("values").noconvert(), py::arg("taus").noconvert(),
+          py::arg("top_k"), py::arg("nc_hits"), py::arg("topk_hits"), py::arg("low"), py::arg("high"),
+          py::arg("skipped"), py::arg("ranges"),
+          "Fold neuron values [N, C] into coverage state in place (NC, TKNC, observed ranges, skipped; "
+          "with ranges = (range_low, range_high, kmnc_hits, lower_hits, upper_hits) also KMNC/NBC/SNAC).");
+    m.def("moments_merge", &ls::moments_merge_py, py::arg("state"), py::arg("part"),
+          "Fold a ChannelStats partial into moments state in place (Chan et al. 1979); each a tuple of "
+          "(count, mean, m2, min, max, zeros, above, nan, inf).");
     m.def("trim_buffers", &ls::trim_buffers, "Free the cached output buffers; returns the bytes freed.");
     m.def("cached_bytes", &ls::cached_bytes, "Bytes held in the cache of output buffers.");
     m.def("build_info", &ls::build_info, "How the extension was compiled (OpenMP, SIMD baseline, compiler).");

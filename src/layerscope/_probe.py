@@ -65,7 +65,8 @@ class Probe:
         exclude: patterns of modules to leave out.
         layouts: ``{pattern: "ncs:time" | "nsc:space" | Layout}`` overriding the inferred layout.
         thresholds: activation-rate thresholds (fraction of values > t per channel).
-        backend: force a kernel backend (``"torch"``, ``"native"``, ``"triton"``).
+        backend: force a kernel backend (``"torch"``, ``"native"``, ``"triton"``), also for the
+            accumulators' in-place state updates (``kernels.state_kernels``).
         reference: a :class:`ProbeResult` of a profiling pass whose neuron ranges enable KMNC, NBC
             and SNAC coverage.
         **options: passed to every accumulator (``coverage_thresholds``, ``top_k``,
@@ -196,7 +197,8 @@ class Probe:
         weight = getattr(module, "weight", None)
         weight = weight.detach() if isinstance(weight, torch.Tensor) and weight.dim() >= 2 else None
         for stat in self.stats:
-            options = dict(self.options, thresholds=thresholds, weight=weight, **self._reference_options(name, stat))
+            options = dict(self.options, thresholds=thresholds, weight=weight, backend=self.backend,
+                           **self._reference_options(name, stat))
             accumulators[stat] = _stats.ACCUMULATORS.get(stat)(**options)
         backend, _ = select_backend(tensor.device, tensor.dtype, self.backend)
         layer = _Layer(name, type(module).__name__, layout, thresholds, bounds, accumulators,

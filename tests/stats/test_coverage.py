@@ -329,3 +329,15 @@ def test_no_activation_kept_and_state_is_bounded() -> None:
     assert sizes == {"nc_hits": (4, 4), "topk_hits": (4,), "low": (4,), "high": (4,), "skipped": (4,),
                      "kmnc_hits": (4, 3), "lower_hits": (4,), "upper_hits": (4,)}
     assert math.isfinite(float(acc.low.min()))
+
+
+def test_state_dict_is_a_snapshot_and_from_state_dict_owns_its_state() -> None:
+    # CPU state is updated in place (native kernel): a snapshot must not follow later updates
+    acc = feed(NeuronCoverage(ranges=([0.0] * 3, [1.0] * 3), kmnc_sections=2), dense([[0.1, 0.2, 0.3]]))
+    snap = acc.state_dict()
+    frozen = {k: v.clone() for k, v in snap.items() if isinstance(v, torch.Tensor)}
+    copy = NeuronCoverage.from_state_dict(snap)
+    feed(acc, dense([[-5.0, 9.0, float("nan")], [0.9, 0.5, 0.0]]))
+    feed(copy, dense([[7.0, -7.0, 0.0]]))
+    assert all(torch.equal(snap[k], v) for k, v in frozen.items())
+    assert acc.skipped.tolist() == [0, 0, 1] and copy.skipped.tolist() == [0, 0, 0]

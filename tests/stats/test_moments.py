@@ -132,3 +132,17 @@ def test_merge_rejects_mismatched_thresholds_and_channel_counts():
     feed(a, torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match="channel count changed from 3 to 5"):
         feed(a, torch.randn(2, 5, 4))
+
+
+def test_state_dict_is_a_snapshot_and_from_state_dict_owns_its_state():
+    # CPU state is merged in place (native kernel): a snapshot must not follow later updates
+    acc = ChannelMoments(THRESHOLDS)
+    feed(acc, torch.randn(2, 3, 4, dtype=torch.float64))
+    feed(acc, torch.randn(2, 3, 4, dtype=torch.float64))
+    snap = acc.state_dict()
+    frozen = {k: v.clone() for k, v in snap.items() if isinstance(v, torch.Tensor)}
+    copy = ChannelMoments.from_state_dict(snap)
+    feed(acc, torch.randn(5, 3, 4, dtype=torch.float64) + 10)
+    feed(copy, torch.randn(1, 3, 4, dtype=torch.float64))
+    assert all(torch.equal(snap[k], v) for k, v in frozen.items())
+    assert acc.count.tolist() == [36] * 3 and copy.count.tolist() == [20] * 3

@@ -4,6 +4,10 @@ Backends register themselves in :data:`BACKENDS` with a function ``available(dev
 why)`` and the kernels they implement (``channel_reduce``; optionally ``histogram`` and ``scan``).
 Order of preference: native (C++, CPU; priority 10) → triton (CUDA; 20) → torch (any device; 100).
 A backend that lacks a kernel is skipped for that kernel.
+
+Besides the kernels on activations, a backend may offer :class:`StateKernels`: in-place updates of small
+accumulator state (coverage hit sets, the moments merge). :func:`state_kernels` returns them for state on
+a device, or None, and the accumulators then run their own torch code (the reference).
 """
 
 from __future__ import annotations
@@ -28,15 +32,28 @@ __all__ = [
     "Backend",
     "ChannelStats",
     "ScanKernels",
+    "StateKernels",
     "backend_info",
     "channel_reduce",
     "histogram",
     "histogram_pow2",
     "kernel_environment",
     "select_backend",
+    "state_kernels",
 ]
 
 KERNELS = ("channel_reduce", "histogram", "histogram_pow2", "scan")
+
+
+@dataclass(frozen=True)
+class StateKernels:
+    """In-place updates of accumulator state; results equal the accumulators' torch code bit for bit."""
+
+    # (values [N, C], taus float64 ndarray [T], top_k, (nc_hits, topk_hits, low, high, skipped),
+    #  (range_low, range_high, kmnc_hits, lower_hits, upper_hits) or None) → None; see stats.coverage
+    coverage_update: Callable[..., None]
+    # (state, part): ChannelStats fields without sample_mean, state updated in place; see stats.moments
+    moments_merge: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], None]
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,7 @@ class Backend:
     scan: ScanKernels | None = None
     # (x, exponent, offset, bins) → int64 [bins]; see :func:`histogram_pow2`
     histogram_pow2: Callable[[torch.Tensor, int, int, int], torch.Tensor] | None = None
+    state: StateKernels | None = None  # for accumulator state (float64 / int64 / bool) on a device
 
 
 BACKENDS: Registry[Backend] = Registry("kernel backend")
@@ -82,6 +100,22 @@ def select_backend(
             _forced(device, dtype, force, kernel) if force else _preferred(device, dtype, kernel)
         )
     return _choice_cache[key]
+
+
+_state_cache: dict[tuple[str, str | None], StateKernels | None] = {}
+
+
+def state_kernels(device: torch.device, force: str | None = None) -> StateKernels | None:
+    """In-place updates for accumulator state on ``device`` (native C++ on CPU), or None when no backend
+    offers them there — or the forced backend ``force`` does not — : the accumulators then run their torch
+    code."""
+    key = (device.type, force)
+    if key not in _state_cache:
+        candidates = [BACKENDS.get(force)] if force else sorted(map(BACKENDS.get, BACKENDS), key=lambda b: b.priority)
+        _state_cache[key] = next(
+            (b.state for b in candidates if b.state is not None and b.available(device, torch.float64)[0]), None
+        )
+    return _state_cache[key]
 
 
 def _forced(device: torch.device, dtype: torch.dtype, force: str, kernel: str) -> tuple[Backend, str]:

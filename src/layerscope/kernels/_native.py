@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..capture.layout import LayoutView
-from . import BACKENDS, Backend
+from . import BACKENDS, Backend, StateKernels
 from ._contract import ChannelStats
 from ._histogram import dense_flat
 from ._scan import ScanKernels
@@ -123,6 +123,33 @@ def scan_backward_native(
     return tuple(None if g is None else torch.from_numpy(g) for g in grads)  # type: ignore[return-value]
 
 
+def coverage_update_native(
+    values: torch.Tensor,
+    taus: np.ndarray,
+    top_k: int,
+    state: Sequence[torch.Tensor],
+    ranges: Sequence[torch.Tensor] | None,
+) -> None:
+    """Fold neuron values ``[N, C]`` into CPU coverage state in place (see ``stats.coverage``).
+
+    ``state``: ``nc_hits`` bool [T, C], ``topk_hits`` bool [C], ``low``/``high`` float64 [C], ``skipped``
+    int64 [C]; ``ranges``: ``range_low``/``range_high`` float64 [C], ``kmnc_hits`` bool [C, k],
+    ``lower_hits``/``upper_hits`` bool [C]. All C-contiguous; the kernel checks shapes and dtypes.
+    """
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.to(torch.float64)  # exact for every narrower float
+    rng = None if ranges is None else tuple(t.numpy() for t in ranges)
+    _C.coverage_update(values.detach().numpy(), taus, top_k, *(t.numpy() for t in state), rng)
+
+
+def moments_merge_native(state: Sequence[torch.Tensor], part: Sequence[torch.Tensor]) -> None:
+    """Fold a ChannelStats partial into CPU moments state in place (Chan et al. 1979; see ``stats.moments``).
+
+    Both in the order count, mean, m2, min, max, zeros, above [T, C], nan, inf (int64 / float64 [C]).
+    """
+    _C.moments_merge(tuple(t.numpy() for t in state), tuple(t.contiguous().numpy() for t in part))
+
+
 BACKENDS.register("native")(
     Backend(
         "native",
@@ -132,5 +159,6 @@ BACKENDS.register("native")(
         histogram=histogram_native,
         scan=ScanKernels(scan_forward_native, scan_backward_native),
         histogram_pow2=histogram_pow2_native,
+        state=StateKernels(coverage_update_native, moments_merge_native),
     )
 )

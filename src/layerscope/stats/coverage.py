@@ -24,18 +24,23 @@ KMNC hit (the analysis leaves it out of the KMNC denominator) but its corners wo
 whose range is not finite or has ``low > high`` (never observed while profiling) records nothing.
 
 Every hit set merges by OR and the observed ranges by min/max, so ``merge`` is exact.
+
+State on CPU is updated in place by the native kernel when ``layerscope._C`` is built
+(``kernels.state_kernels``; the same hit sets, counts and ranges as the torch code here, which runs
+otherwise: on CUDA, or without a compiler).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from typing_extensions import Self
 
 from ..capture.layout import LayoutView
-from ..kernels import ChannelStats
+from ..kernels import ChannelStats, state_kernels
 from ._protocol import ACCUMULATORS
 
 DEFAULT_COVERAGE_THRESHOLDS = (0.0, 0.25, 0.5, 0.75)
@@ -48,7 +53,7 @@ RangeLike = tuple[Sequence[float | None] | torch.Tensor, Sequence[float | None] 
 def _as_range_tensor(values: Sequence[float | None] | torch.Tensor) -> torch.Tensor:
     """A float64 CPU tensor; ``None`` (how JSON stores a non-finite bound) becomes NaN."""
     if isinstance(values, torch.Tensor):
-        return values.detach().to("cpu", torch.float64).reshape(-1)
+        return values.detach().to("cpu", torch.float64).reshape(-1).contiguous()
     return torch.tensor([float("nan") if v is None else float(v) for v in values], dtype=torch.float64)
 
 
@@ -57,7 +62,7 @@ def scaled_neuron_values(values: torch.Tensor) -> torch.Tensor:
 
     NaN inputs stay NaN and are ignored by min/max; an input with a zero range scales to NaN.
     """
-    inf = torch.tensor(float("inf"), dtype=values.dtype, device=values.device)
+    inf = float("inf")  # a Python scalar: no tensor (and no host-to-device copy) per call
     nan = torch.isnan(values)
     lo = torch.where(nan, inf, values).amin(dim=1, keepdim=True)  # [N, 1]
     hi = torch.where(nan, -inf, values).amax(dim=1, keepdim=True)  # [N, 1]
@@ -97,6 +102,8 @@ class NeuronCoverage:
 
     _TENSORS = ("nc_hits", "topk_hits", "low", "high", "skipped")
     _RANGE_TENSORS = ("kmnc_hits", "lower_hits", "upper_hits")
+    # dtypes of the state tensors other than bool
+    _DTYPES: ClassVar[dict[str, torch.dtype]] = {"low": torch.float64, "high": torch.float64, "skipped": torch.int64}
 
     def __init__(
         self,
@@ -104,6 +111,7 @@ class NeuronCoverage:
         top_k: int = DEFAULT_TOP_K,
         kmnc_sections: int = DEFAULT_KMNC_SECTIONS,
         ranges: RangeLike | None = None,
+        backend: str | None = None,
         **_: Any,
     ) -> None:
         if top_k < 1:
@@ -111,9 +119,12 @@ class NeuronCoverage:
         if kmnc_sections < 1:
             raise ValueError(f"coverage kmnc_sections must be ≥ 1, got {kmnc_sections}")
         self.coverage_thresholds = tuple(float(t) for t in coverage_thresholds)
+        self._taus = np.asarray(self.coverage_thresholds, dtype=np.float64).reshape(-1)  # [T], native path
+        self._taus_tensor: torch.Tensor | None = None  # the same on the state's device, torch path
         self.top_k = int(top_k)
         self.kmnc_sections = int(kmnc_sections)
         self.ranges = self._parse_ranges(ranges)
+        self.backend = backend  # a forced kernel backend: "torch" runs the torch code below on CPU too
         self.samples = 0
         self.nc_hits: torch.Tensor | None = None  # every state tensor is None until the first update
 
@@ -136,8 +147,7 @@ class NeuronCoverage:
 
     # -- streaming -------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
-        values = reduced.sample_mean.to(torch.float64)  # [N, C]
-        values = torch.where(torch.isfinite(values), values, torch.nan)
+        values = reduced.sample_mean  # [N, C]
         if self.nc_hits is None:
             self._init_state(values.shape[1], values.device)
         elif values.shape[1] != self.num_neurons:
@@ -145,7 +155,21 @@ class NeuronCoverage:
                 f"coverage: neuron count changed from {self.num_neurons} to {values.shape[1]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
-        self._absorb(self._batch_state(values))
+        native = state_kernels(self.nc_hits.device, self.backend)
+        if native is not None and values.is_cpu:
+            native.coverage_update(values, self._taus, self.top_k, self._state(), self._range_state())
+            self.samples += values.shape[0]
+            return
+        values = values.to(torch.float64)
+        self._absorb(self._batch_state(torch.where(torch.isfinite(values), values, torch.nan)))
+
+    def _state(self) -> tuple[torch.Tensor, ...]:
+        return (self.nc_hits, self.topk_hits, self.low, self.high, self.skipped)
+
+    def _range_state(self) -> tuple[torch.Tensor, ...] | None:
+        if self.ranges is None:
+            return None
+        return (*self.ranges, self.kmnc_hits, self.lower_hits, self.upper_hits)
 
     def _init_state(self, c: int, device: torch.device) -> None:
         if self.ranges is not None and self.ranges[0].numel() != c:
@@ -168,8 +192,8 @@ class NeuronCoverage:
     def _batch_state(self, values: torch.Tensor) -> dict[str, Any]:
         """The state of one batch alone (``values`` [N, C] float64, NaN = skipped)."""
         nan = torch.isnan(values)
-        inf = torch.tensor(float("inf"), dtype=torch.float64, device=values.device)
-        taus = torch.tensor(self.coverage_thresholds, dtype=torch.float64, device=values.device)
+        inf = float("inf")
+        taus = self._taus_on(values.device)  # [T]
         scaled = scaled_neuron_values(values)  # [N, C]
         part: dict[str, Any] = {
             "samples": values.shape[0],
@@ -182,6 +206,12 @@ class NeuronCoverage:
         if self.ranges is not None:
             part.update(self._range_hits(values))
         return part
+
+    def _taus_on(self, device: torch.device) -> torch.Tensor:
+        """The thresholds as a float64 [T] tensor on ``device``, copied there once (not per update)."""
+        if self._taus_tensor is None or self._taus_tensor.device != device:
+            self._taus_tensor = torch.from_numpy(self._taus).to(device)
+        return self._taus_tensor
 
     def _range_hits(self, values: torch.Tensor) -> dict[str, torch.Tensor]:
         low, high = self.ranges
@@ -251,7 +281,8 @@ class NeuronCoverage:
         }
         if self.nc_hits is not None:
             fields = (*self._TENSORS, *(self._RANGE_TENSORS if self.ranges is not None else ()))
-            state.update({f: getattr(self, f).detach().cpu() for f in fields})
+            # copies: the state is updated in place on CPU, a snapshot must not follow it
+            state.update({f: getattr(self, f).detach().to("cpu", copy=True) for f in fields})
         return state
 
     @classmethod
@@ -265,6 +296,7 @@ class NeuronCoverage:
         acc.samples = int(state.get("samples", 0))
         if "nc_hits" in state:
             fields = (*cls._TENSORS, *(cls._RANGE_TENSORS if acc.ranges is not None else ()))
-            for f in fields:
-                setattr(acc, f, torch.as_tensor(state[f]))
+            for f in fields:  # own, contiguous copies in the state's dtypes (updated in place later)
+                dtype = cls._DTYPES.get(f, torch.bool)
+                setattr(acc, f, torch.as_tensor(state[f]).to(dtype).clone(memory_format=torch.contiguous_format))
         return acc

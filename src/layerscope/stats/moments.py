@@ -3,18 +3,23 @@
 Means and M2 are combined with Chan, Golub & LeVeque's pairwise update (1979, "Updating formulae and
 a pairwise algorithm for computing sample variances") in float64, so that ``merge`` of any split of
 the data equals one pass over all of it — never Σx² − (Σx)²/n.
+
+State on CPU is merged in place by the native kernel when ``layerscope._C`` is built
+(``kernels.state_kernels``: the same float64 formula in the same operation order as
+:func:`chan_combine`); otherwise (CUDA, no compiler) by the torch code here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 import torch
 from typing_extensions import Self
 
 from ..capture.layout import LayoutView
-from ..kernels import ChannelStats
+from ..kernels import ChannelStats, state_kernels
 from ._protocol import ACCUMULATORS
 
 DEFAULT_THRESHOLDS = (0.0,)
@@ -39,31 +44,42 @@ class ChannelMoments:
     """Streaming per-channel statistics from the fused channel reduction."""
 
     _FIELDS = ("count", "mean", "m2", "min", "max", "zeros", "above", "nan", "inf")
+    _FLOATS = ("mean", "m2", "min", "max")  # float64; the others int64
+    _fields = staticmethod(attrgetter(*_FIELDS))  # obj → its fields as a tuple, in _FIELDS order
 
-    def __init__(self, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, **_: Any) -> None:
+    def __init__(
+        self, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, backend: str | None = None, **_: Any
+    ) -> None:
         self.thresholds = tuple(float(t) for t in thresholds)
+        self.backend = backend  # a forced kernel backend: "torch" merges with the torch code on CPU too
         self.count: torch.Tensor | None = None  # every field is None until the first update
 
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
-        self._absorb({f: getattr(reduced, f) for f in self._FIELDS})
+        self._absorb(self._fields(reduced))
 
     def merge(self, other: Self) -> None:
         if other.thresholds != self.thresholds:
             raise ValueError(f"cannot merge moments with thresholds {other.thresholds} into {self.thresholds}")
         if other.count is not None:
-            self._absorb({f: getattr(other, f) for f in self._FIELDS})
+            self._absorb(self._fields(other))
 
-    def _absorb(self, part: dict[str, torch.Tensor]) -> None:
+    def _absorb(self, fields: tuple[torch.Tensor, ...]) -> None:
+        """Fold a partial (its tensors in ``_FIELDS`` order) into the state."""
         if self.count is None:
-            for f in self._FIELDS:
-                setattr(self, f, part[f].clone())
+            for f, t in zip(self._FIELDS, fields, strict=True):  # own copies: updated in place later
+                setattr(self, f, t.clone(memory_format=torch.contiguous_format))
             return
-        if part["count"].shape != self.count.shape:
+        if fields[0].shape != self.count.shape:
             raise ValueError(
-                f"channel count changed from {self.count.shape[0]} to {part['count'].shape[0]}: a layer's "
+                f"channel count changed from {self.count.shape[0]} to {fields[0].shape[0]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
-        part = {f: t.to(self.count.device) for f, t in part.items()}
+        native = state_kernels(self.count.device, self.backend)
+        if native is not None and fields[0].is_cpu:
+            native.moments_merge(self._fields(self), fields)
+            return
+        dev = self.count.device
+        part = {f: t if t.device == dev else t.to(dev) for f, t in zip(self._FIELDS, fields, strict=True)}
         self.count, self.mean, self.m2 = chan_combine(
             self.count, self.mean, self.m2, part["count"], part["mean"], part["m2"]
         )
@@ -80,13 +96,15 @@ class ChannelMoments:
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"thresholds": list(self.thresholds)}
         if self.count is not None:
-            state.update({f: getattr(self, f).detach().cpu() for f in self._FIELDS})
+            # copies: the state is updated in place on CPU, a snapshot must not follow it
+            state.update({f: getattr(self, f).detach().to("cpu", copy=True) for f in self._FIELDS})
         return state
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Self:
         acc = cls(thresholds=state["thresholds"])
         if "count" in state:
-            for f in cls._FIELDS:
-                setattr(acc, f, torch.as_tensor(state[f]))
+            for f in cls._FIELDS:  # own, contiguous copies in the state's dtypes (updated in place later)
+                dtype = torch.float64 if f in cls._FLOATS else torch.int64
+                setattr(acc, f, torch.as_tensor(state[f]).to(dtype).clone(memory_format=torch.contiguous_format))
         return acc
