@@ -4,11 +4,12 @@ Compares, in one run and on the same machine:
   plain   — inference alone;
   probe   — layerscope.Probe with every statistic of the probe issue on every layer;
   naive   — the pattern the probe replaces: keep every activation, reduce at the end.
-Each mode runs in its own process so that peak RSS figures do not mix. Prints per-batch time
-ratios and peak RSS after 10 and after N batches. Not a test: numbers, not assertions.
+Each run is its own process so that peak RSS figures do not mix; plain and probe runs alternate over
+rounds, and the ratio is taken per round (median per-batch times), so that a noisy machine's drift hits
+both alike. Prints per-batch time ratios and peak RSS after 10 and after N batches. Not a test: numbers, not assertions.
 
-    python benchmarks/bench_probe.py                 # 100 batches (naive: 10, it grows without bound)
-    python benchmarks/bench_probe.py --batches 30 --backend torch
+    python benchmarks/bench_probe.py                 # 3 rounds of 100 batches (naive: 10, it grows without bound)
+    python benchmarks/bench_probe.py --batches 30 --rounds 5 --backend torch
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def worker(mode: str, batches: int, batch_size: int, threads: int, backend: str 
             probe.result()
     for h in hooks:
         h.remove()
-    return {"mode": mode, "seconds": sum(times), "batches": batches, "rss": rss}
+    per_batch = sorted(times[:batches])
+    return {"mode": mode, "seconds": sum(times), "batches": batches, "rss": rss,
+            "median": per_batch[len(per_batch) // 2]}
 
 
 def main() -> None:
@@ -71,6 +74,7 @@ def main() -> None:
     ap.add_argument("--naive-batches", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="plain/probe pairs, alternated")
     ap.add_argument("--backend", default=None, help="force a kernel backend (torch, native)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -78,29 +82,36 @@ def main() -> None:
         n = args.naive_batches if args.worker == "naive" else args.batches
         print(json.dumps(worker(args.worker, n, args.batch_size, args.threads, args.backend)))
         return
-    results = {}
-    for mode in ("plain", "probe", "naive", "plain"):  # plain twice: drift shows as a difference
+    results: dict[str, list[dict]] = {}
+
+    def run(mode: str) -> None:
         cmd = [sys.executable, __file__, "--worker", mode, "--batches", str(args.batches),
                "--naive-batches", str(args.naive_batches), "--batch-size", str(args.batch_size),
                "--threads", str(args.threads)] + (["--backend", args.backend] if args.backend else [])
-        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        results.setdefault(mode, []).append(out)
-    plain = min(r["seconds"] / r["batches"] for r in results["plain"])
-    print(f"ResNet-18 (CIFAR stem), batch {args.batch_size}, {args.threads} threads, backend {args.backend or 'auto'}")
+        results.setdefault(mode, []).append(json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                                                      text=True).stdout))
+
+    for _ in range(args.rounds):  # plain and probe alternate: drift hits both alike
+        run("plain")
+        run("probe")
+    run("naive")
+    ratios = sorted(p["median"] / q["median"] for p, q in zip(results["probe"], results["plain"], strict=True))
+    plain = min(r["median"] for r in results["plain"])
+    print(f"ResNet-18 (CIFAR stem), batch {args.batch_size}, {args.threads} threads, backend {args.backend or 'auto'}, "
+          f"{args.rounds} rounds of {args.batches} batches (per-batch medians)")
     print(f"{'mode':<8}{'s/batch':>10}{'× plain':>10}{'RSS@10 MiB':>13}{'RSS@N MiB':>12}{'N':>6}")
     for mode in ("plain", "probe", "naive"):
-        r = min(results[mode], key=lambda r: r["seconds"])
-        per = r["seconds"] / r["batches"]
+        r = min(results[mode], key=lambda r: r["median"])
         rss10, rss_n = r["rss"].get("10", float("nan")), r["rss"][str(r["batches"])]
-        print(f"{mode:<8}{per:>10.4f}{per / plain:>10.2f}{rss10:>13.0f}{rss_n:>12.0f}{r['batches']:>6}")
+        print(f"{mode:<8}{r['median']:>10.4f}{r['median'] / plain:>10.2f}{rss10:>13.0f}{rss_n:>12.0f}{r['batches']:>6}")
+    print(f"probe / plain, paired by round: median {ratios[len(ratios) // 2]:.3f}, "
+          f"all rounds {', '.join(f'{x:.3f}' for x in ratios)}")
     probe = results["probe"][0]["rss"]
     growth = (probe[str(args.batches)] - probe["10"]) / probe["10"] if "10" in probe else float("nan")
     naive = results["naive"][0]["rss"]
     print(f"probe peak RSS after {args.batches} batches vs after 10: {growth:+.1%}")
     print(f"naive: {(naive[str(args.naive_batches)] - results['plain'][0]['rss']['10']) / args.naive_batches:.0f} MiB "
           "kept per batch (grows without bound)")
-    drift = abs(results["plain"][0]["seconds"] - results["plain"][1]["seconds"]) / results["plain"][0]["seconds"]
-    print(f"plain-run drift between first and last run: {drift:.1%}")
 
 
 if __name__ == "__main__":

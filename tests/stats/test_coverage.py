@@ -341,3 +341,15 @@ def test_state_dict_is_a_snapshot_and_from_state_dict_owns_its_state() -> None:
     feed(copy, dense([[7.0, -7.0, 0.0]]))
     assert all(torch.equal(snap[k], v) for k, v in frozen.items())
     assert acc.skipped.tolist() == [0, 0, 1] and copy.skipped.tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_an_empty_batch_covers_nothing_and_counts_no_sample(backend) -> None:
+    acc = NeuronCoverage(coverage_thresholds=(0.0,), top_k=1, backend=backend)
+    feed(acc, dense([[0.0, 1.0], [2.0, 0.5]]))
+    before = acc.state_dict()
+    feed(acc, torch.zeros(0, 2))
+    after = acc.state_dict()
+    assert acc.samples == 2
+    for key in ("nc_hits", "topk_hits", "low", "high", "skipped"):
+        assert torch.equal(after[key], before[key]), key

@@ -155,6 +155,8 @@ class NeuronCoverage:
                 f"coverage: neuron count changed from {self.num_neurons} to {values.shape[1]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
+        if values.shape[0] == 0:  # an empty batch covers nothing (and torch's amin refuses it)
+            return
         native = state_kernels(self.nc_hits.device, self.backend)
         if native is not None and values.is_cpu:
             native.coverage_update(values, self._taus, self.top_k, self._state(), self._range_state())
