@@ -58,12 +58,13 @@ from ..capture.layout import Axis, LayoutView
 from ..kernels import ChannelStats
 from ._periodogram import hann_window, onesided_scale, radial_bins, radial_power_sum, welch_power_sum
 from ._protocol import ACCUMULATORS
+from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
+from ._scratch import Scratch
 
 DEFAULT_NPERSEG = 64
 DEFAULT_STREAM_NPERSEG = 32
 MIN_LENGTH = 8  # a time axis shorter than this, or an image side shorter than 4, gets no spectrum
 MIN_SIDE = 4
-DEFAULT_SAMPLES = 8  # samples per batch that enter the spectra (None: all); see the module docstring
 
 _TENSORS = ("power", "segments", "count", "min", "max", "above")
 _OPTIONS = ("nperseg", "fs", "stream_spectrum", "stream_nperseg", "spectrum_samples", "thresholds", "bands",
@@ -98,9 +99,7 @@ class ChannelSpectrum:
             raise ValueError(f"fs must be positive (got {fs})")
         self.nperseg, self.fs = int(nperseg), float(fs)
         self.stream, self.stream_nperseg = bool(stream_spectrum), int(stream_nperseg)
-        if spectrum_samples is not None and int(spectrum_samples) < 1:
-            raise ValueError(f"spectrum_samples must be at least 1, or None for all (got {spectrum_samples})")
-        self.max_samples = int(spectrum_samples) if spectrum_samples is not None else None
+        self.max_samples = check_samples("spectrum_samples", spectrum_samples)  # see the module docstring
         self.thresholds = tuple(float(t) for t in thresholds)
         # analysis options, carried to analysis.temporal (the Probe passes options only to accumulators)
         self.bands, self.top_k = bands, int(spectrum_top_k)
@@ -123,6 +122,7 @@ class ChannelSpectrum:
         self.stream_power: torch.Tensor | None = None
         self._window: torch.Tensor | None = None
         self._bins: torch.Tensor | None = None
+        self._scratch = Scratch()
 
     # -- update --------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
@@ -180,10 +180,8 @@ class ChannelSpectrum:
 
     def _subsample(self, x: torch.Tensor) -> torch.Tensor:
         """At most ``max_samples`` samples, evenly spaced through the batch (a view: ``x[::step]``)."""
-        n = x.shape[0]
-        if self.max_samples is None or n <= self.max_samples:
-            return x
-        return x[:: -(-n // self.max_samples)]
+        step = sample_step(x.shape[0], self.max_samples)
+        return x[::step] if step > 1 else x
 
     def _update_welch(self, view: LayoutView, reduced: ChannelStats) -> None:
         if len(view.spatial_shape) == 1:
@@ -195,7 +193,7 @@ class ChannelSpectrum:
             return
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        power, n_seg = welch_power_sum(x, self.length, self._window_for(x), channels_last)
+        power, n_seg = welch_power_sum(x, self.length, self._window_for(x), channels_last, self._scratch)
         self._add_power(power, n_seg, reduced, view)
 
     def _window_for(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +208,8 @@ class ChannelSpectrum:
                 f"image size changed from {self.spatial_shape} to {tuple(view.spatial_shape)}: the radial "
                 "spectrum needs one size per layer (resize the inputs or probe the layers separately)"
             )
-        x = self._subsample(view.spatial())  # (N, C, H, W)
+        x = self._subsample(view.data)  # (n, C, S) or (n, S, C)
+        x = (x.transpose(1, 2) if view.channels_last else x).reshape(x.shape[0], -1, *self.spatial_shape)
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
         if self._bins is None or self._bins.device != x.device:
@@ -220,7 +219,7 @@ class ChannelSpectrum:
     def _stream_step(self, channel_mean: torch.Tensor) -> None:
         """Append one step (the batch's per-channel mean) and emit a Welch segment every hop."""
         length = self.stream_nperseg
-        self.stream_buffer[:, self.stream_steps % length] = channel_mean.to(self.stream_buffer.device)
+        self.stream_buffer[:, self.stream_steps % length] = channel_mean  # both on the activations' device
         self.stream_steps += 1
         hop = length - length // 2
         if self.stream_steps >= length and (self.stream_steps - length) % hop == 0:
