@@ -7,6 +7,7 @@ import torch
 from layerscope._errors import ConfigError
 from layerscope.stats._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from layerscope.stats._scratch import SMALL, Scratch
+from layerscope.stats.covariance import ChannelCovariance
 from layerscope.stats.spectrum import ChannelSpectrum
 
 
@@ -25,7 +26,8 @@ def test_check_samples_accepts_integers_and_none_only():
             check_samples("x", bad)
 
 
-@pytest.mark.parametrize("cls, option", [(ChannelSpectrum, "spectrum_samples")])
+@pytest.mark.parametrize("cls, option", [(ChannelSpectrum, "spectrum_samples"),
+                                         (ChannelCovariance, "covariance_samples")])
 def test_every_budgeted_accumulator_rejects_a_bad_budget(cls, option):
     assert cls().max_samples == DEFAULT_SAMPLES
     assert cls(**{option: None}).max_samples is None

@@ -170,7 +170,7 @@ def redundant_pairs(r: torch.Tensor, channels: torch.Tensor, threshold: float) -
 @LAYER_ANALYSES.register("covariance")
 def summarize_covariance(acc: Any, meta: dict[str, Any]) -> dict[str, Any]:
     if acc.mean is None or acc.count < 2:
-        return {"channels": acc.channels, "observations": acc.count}
+        return {"channels": acc.channels, "observations": acc.count, "samples_per_batch": acc.max_samples}
     cov = acc.covariance().cpu()
     var, mean = cov.diagonal(), acc.mean.cpu()
     index = acc.index.cpu()
@@ -195,6 +195,7 @@ def summarize_covariance(acc: Any, meta: dict[str, Any]) -> dict[str, Any]:
         "tracked": int(index.numel()),
         "capped": bool(index.numel() < acc.channels),
         "observations": acc.count,
+        "samples_per_batch": acc.max_samples,  # whose rows are observed (None: every row)
         "dropped": acc.dropped,
         "constant_channels": int((~live).sum()),
         "effective_rank": participation_ratio(r),
