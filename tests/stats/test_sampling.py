@@ -3,11 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from layerscope._errors import ConfigError
+from layerscope._probe import Probe
 from layerscope.stats._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from layerscope.stats._scratch import SMALL, Scratch
 from layerscope.stats.covariance import ChannelCovariance
+from layerscope.stats.spatial import SpatialDensity
 from layerscope.stats.spectrum import ChannelSpectrum
 
 
@@ -26,7 +29,7 @@ def test_check_samples_accepts_integers_and_none_only():
             check_samples("x", bad)
 
 
-@pytest.mark.parametrize("cls, option", [(ChannelSpectrum, "spectrum_samples"),
+@pytest.mark.parametrize("cls, option", [(ChannelSpectrum, "spectrum_samples"), (SpatialDensity, "spatial_samples"),
                                          (ChannelCovariance, "covariance_samples")])
 def test_every_budgeted_accumulator_rejects_a_bad_budget(cls, option):
     assert cls().max_samples == DEFAULT_SAMPLES
@@ -57,3 +60,21 @@ def test_scratch_made_under_inference_mode_is_writable_outside_it():
     with torch.inference_mode():
         s.get((3, 3), torch.float32, torch.device("cpu")).fill_(1.0)
     s.get((3, 3), torch.float32, torch.device("cpu")).add_(1.0)  # no "inference tensor" error
+
+
+def test_the_three_budgets_read_the_same_samples_through_the_probe():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 3, 5, padding=2))
+    x = torch.randn(20, 2, 64)
+    with torch.no_grad(), Probe(model, stats=("spectrum", "spatial", "covariance"), spectrum_samples=4,
+                                spatial_samples=4, covariance_samples=4, nperseg=32) as probe:
+        model(x)
+        out = model(x)
+    accs = probe._layers["0"].accumulators
+    used = out[::5]  # ⌈20/4⌉ = 5: samples 0, 5, 10, 15 of each batch
+    assert accs["spatial"].samples == 2 * 4
+    assert accs["covariance"].count == 2 * 4 * 64
+    assert int(accs["spectrum"].segments[0]) == 2 * 4 * 3  # 3 segments of 32 (hop 16) in 64 steps
+    rows = used.transpose(1, 2).reshape(-1, 3).double().numpy()
+    np.testing.assert_allclose(accs["covariance"].covariance().numpy(), np.cov(rows, rowvar=False, bias=True),
+                               rtol=1e-5, atol=1e-6)

@@ -84,6 +84,7 @@ def summarize_spatial(acc: Any, meta: dict[str, Any]) -> dict[str, Any]:
     has_grid = flat.shape[1] > 1
     out: dict[str, Any] = {
         "samples": acc.samples,
+        "samples_per_batch": acc.max_samples,  # the budget (None: every sample)
         "skipped": acc.skipped,
         "grid": acc.grid,
         "grid_shape": list(acc.cells),
