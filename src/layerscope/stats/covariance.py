@@ -120,13 +120,13 @@ class ChannelCovariance:
             src = data if index is None else data[:, :, index]
             x = torch.sub(src, shift, out=self._rows.get(tuple(src.shape), work, src.device))  # (n, S, K)
             x = x.view(-1, x.shape[-1])  # (n·S, K)
-            rows, gram = x.shape[0], torch.mm(x.T, x, out=self._gram.get((x.shape[1],) * 2, work, x.device))
+            rows, gram = x.shape[0], torch.mm(x.t(), x, out=self._gram.get((x.shape[1],) * 2, work, x.device))
         else:  # (n, C, S): the channels' rows are contiguous along S
             src = data.transpose(0, 1)  # (C, n, S), a view
             src = src if index is None else src[index]
             x = torch.sub(src, shift[:, None, None], out=self._rows.get(tuple(src.shape), work, src.device))
             x = x.view(x.shape[0], -1)  # (K, n·S)
-            rows, gram = x.shape[1], torch.mm(x, x.T, out=self._gram.get((x.shape[0],) * 2, work, x.device))
+            rows, gram = x.shape[1], torch.mm(x, x.t(), out=self._gram.get((x.shape[0],) * 2, work, x.device))
         self._absorb_gram(rows, mean, gram, None if work == torch.float64 else mean - shift)
 
     def _absorb_gram(self, n: int, mean: torch.Tensor, gram: torch.Tensor, d: torch.Tensor | None) -> None:

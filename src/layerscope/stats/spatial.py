@@ -126,7 +126,7 @@ class SpatialDensity:
         """``values`` shaped like (the samples used of) ``view.data``, summed over samples: ``(C, [H,] W)``
         in ``values``' dtype (the state adds it in float64)."""
         s = values.sum(0)  # (C, S) or (S, C)
-        s = s.T if view.channels_last else s  # (C, S), a view
+        s = s.t() if view.channels_last else s  # (C, S), a view
         shape = view.spatial_shape
         if len(shape) > 2:  # (C, D…·H·W) -> (C, H, W): the leading spatial dims go into each cell
             return s.reshape(view.num_channels, -1, *shape[-2:]).sum(1)
@@ -174,7 +174,7 @@ class SpatialDensity:
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
         else:
-            self.energy_sum += energy_sum.to(self.energy_sum.device)  # float32 sums add in float64
+            self.energy_sum += energy_sum.to(self.energy_sum.device)  # (a merge's may be elsewhere) in float64
         if nonfinite is not None:
             self.nonfinite += nonfinite.to(self.nonfinite.device)
         self.samples += samples
