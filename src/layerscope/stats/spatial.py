@@ -130,7 +130,7 @@ class SpatialDensity:
         shape = view.spatial_shape
         if len(shape) > 2:  # (C, D…·H·W) -> (C, H, W): the leading spatial dims go into each cell
             return s.reshape(view.num_channels, -1, *shape[-2:]).sum(1)
-        return s.reshape(view.num_channels, *shape)  # a view
+        return s.view(view.num_channels, *shape)
 
     def _check_shape(self, spatial_shape: tuple[int, ...]) -> None:
         if self.spatial_shape is None:
@@ -152,7 +152,7 @@ class SpatialDensity:
         if all(n % g == 0 for n, g in zip(positions, cells, strict=True)):  # equal cells: a reshape
             split = [d for n, g in zip(positions, cells, strict=True) for d in (g, n // g)]
             summed = tuple(range(2, 2 + len(split), 2))
-            return per_position.reshape(per_position.shape[0], *split).sum(summed)
+            return per_position.view(per_position.shape[0], *split).sum(summed)
         if (len(self._pooling) != len(cells) or self._pooling[0].device != per_position.device
                 or self._pooling[0].dtype != per_position.dtype):
             self._pooling = tuple(

@@ -155,7 +155,8 @@ class ChannelSpectrum:
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
         values = view.num_samples * view.num_positions
-        finite = int(reduced.count.min()) == values  # else rare: a NaN or ±Inf somewhere in the batch
+        # else rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
+        finite = self.kind != "none" and int(reduced.count.min()) == values
         self._absorb_reduction(reduced, values if finite else None)
         if self.kind == "welch":
             self._update_welch(view, reduced, finite)
