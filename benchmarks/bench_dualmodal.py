@@ -8,12 +8,17 @@ interleaved repeats (drift hits every variant alike) and ratios to the moments-o
 
 - ``moments`` only (the baseline of the issue's ≤ 1.3× target);
 - ``moments + spectrum`` (temporal);
-- ``moments + spectrum + spatial + covariance + connectivity`` (temporal + spatial);
+- ``moments + spectrum + spatial + covariance + connectivity`` (temporal + spatial), with the default
+  per-batch budgets (8 samples of each batch feed spectrum, spatial and covariance), and with spatial
+  and covariance on every sample (``spatial_samples=covariance_samples=None``: their exact statistics,
+  the defaults before those budgets existed);
 - each of spectrum, spatial and covariance alone on top of moments (where the time goes);
 
-then the cost of one update of each accumulator per layer-batch, the FLOP floor of the covariance
-GEMMs, ``torch.fft`` against SciPy's pocketfft on the Welch shapes, and the peak RSS after 10 and after
-100 batches of the full pass (memory must stay flat). Not a test: numbers, not assertions.
+then the cost of one update of each accumulator per layer-batch with the number of torch kernels it
+dispatches (on this small model the per-kernel overhead, not the arithmetic, sets the floor), the FLOPs
+of the covariance GEMMs, ``torch.fft`` against SciPy's pocketfft on the Welch shapes, and the peak RSS
+after 10 and after 100 batches of the full pass (memory must stay flat). Not a test: numbers, not
+assertions.
 """
 
 from __future__ import annotations
@@ -22,31 +27,37 @@ import argparse
 import resource
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from typing import Any
 
 import psutil
 import scipy.fft
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from layerscope._probe import Probe
 from layerscope.stats import ACCUMULATORS
-from layerscope.zoo.sequence import make_signals, sequence_data, trained_sequence_cnn
+from layerscope.stats._sampling import DEFAULT_SAMPLES
+from layerscope.zoo.sequence import LENGTH, make_signals, sequence_data, trained_sequence_cnn
 
 TEMPORAL = ("moments", "spectrum")
 FULL = ("moments", "spectrum", "spatial", "covariance", "connectivity")
-VARIANTS = {
-    "moments": ("moments",),
-    "moments+temporal": TEMPORAL,
-    "moments+temporal+spatial (all)": FULL,
-    "moments+spectrum only": ("moments", "spectrum"),
-    "moments+spatial only": ("moments", "spatial"),
-    "moments+covariance only": ("moments", "covariance"),
+EXACT = {"spatial_samples": None, "covariance_samples": None}
+VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "moments": (("moments",), {}),
+    "moments+temporal": (TEMPORAL, {}),
+    "moments+temporal+spatial (all)": (FULL, {}),
+    "all, spatial+cov. every sample": (FULL, EXACT),
+    "moments+spectrum only": (("moments", "spectrum"), {}),
+    "moments+spatial only": (("moments", "spatial"), {}),
+    "moments+covariance only": (("moments", "covariance"), {}),
 }
 
 
-def probe_pass(model: torch.nn.Module, batches: list[torch.Tensor], stats: tuple[str, ...]) -> float:
+def probe_pass(model: torch.nn.Module, batches: list[torch.Tensor], stats: tuple[str, ...],
+               options: dict[str, Any] | None = None) -> float:
     start = time.perf_counter()
-    with torch.inference_mode(), Probe(model, stats=stats):
+    with torch.inference_mode(), Probe(model, stats=stats, **(options or {})):
         for x in batches:
             model(x)
     return time.perf_counter() - start
@@ -62,17 +73,59 @@ def plain_pass(model: torch.nn.Module, batches: list[torch.Tensor]) -> float:
 
 def time_variants(model, batches, repeats: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"plain inference": [], **{k: [] for k in VARIANTS}}
-    for stats in VARIANTS.values():  # warm-up
-        probe_pass(model, batches, stats)
+    for stats, options in VARIANTS.values():  # warm-up
+        probe_pass(model, batches, stats, options)
     for _ in range(repeats):
         times["plain inference"].append(plain_pass(model, batches))
-        for name, stats in VARIANTS.items():
-            times[name].append(probe_pass(model, batches, stats))
+        for name, (stats, options) in VARIANTS.items():
+            times[name].append(probe_pass(model, batches, stats, options))
     return times
 
 
+class _KernelCount(TorchDispatchMode):
+    """Counts the torch ops dispatched inside it that run a kernel (views and reshapes left out)."""
+
+    VIEWS = frozenset({"view", "slice", "unfold", "transpose", "t", "unsqueeze", "expand", "as_strided",
+                       "view_as_real", "select", "_reshape_alias", "permute", "detach", "alias", "reshape",
+                       "numpy_T", "_unsafe_view"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ not in self.VIEWS:
+            self.kernels += 1
+        return func(*args, **(kwargs or {}))
+
+
+def kernels_per_update(model, batch) -> dict[tuple[str, tuple[int, ...]], int]:
+    """Torch kernels one ``update`` dispatches, per accumulator and activation shape (a later batch)."""
+    counts: dict[tuple[str, tuple[int, ...]], int] = Counter()
+    originals = {stat: ACCUMULATORS.get(stat).update for stat in FULL[1:]}
+
+    def counted(stat, f):
+        def update(self, view, reduced):
+            with _KernelCount() as mode:
+                f(self, view, reduced)
+            counts[(stat, tuple(view.data.shape))] = mode.kernels
+
+        return update
+
+    with torch.inference_mode(), Probe(model, stats=FULL):
+        model(batch)  # the first update builds state: not the steady state
+        try:
+            for stat, f in originals.items():
+                ACCUMULATORS.get(stat).update = counted(stat, f)
+            model(batch)
+        finally:
+            for stat, f in originals.items():
+                ACCUMULATORS.get(stat).update = f
+    return counts
+
+
 def update_costs(model, batches) -> dict[tuple[str, tuple[int, ...]], float]:
-    """Mean µs of one ``update`` per accumulator and activation shape (the full pass, timed per call)."""
+    """Median µs of one ``update`` per accumulator and activation shape (the full pass, timed per call)."""
     spent: dict[tuple[str, tuple[int, ...]], list[float]] = defaultdict(list)
     originals = {}
     for stat in FULL[1:]:
@@ -151,13 +204,18 @@ def main() -> None:
         med = statistics.median(ts)
         print(f"  {name:34s} median {med * 1e3:8.2f} ms  min {min(ts) * 1e3:8.2f} ms  "
               f"ratio to moments {med / base:5.3f}")
-    print("one update per layer-batch (µs, median over the full pass):")
+    print("one update per layer-batch (µs, median over the full pass; torch kernels it dispatches):")
+    kernels = kernels_per_update(model, batches[0])
     for (stat, shape), us in sorted(update_costs(model, batches).items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"  {stat:12s} {shape!s:16s} {us:8.1f}")
+        print(f"  {stat:12s} {shape!s:16s} {us:8.1f}   {kernels.get((stat, shape), 0):3d} kernels")
     per_batch = base / len(batches)
-    gemm_flops = sum(2 * c * c * n * s for n, c, s in ((64, 16, 128),) * 4 + ((64, 32, 128),) * 2)
-    print(f"covariance floor: {gemm_flops / 1e6:.0f} MFLOP of float32 GEMM per batch (C²·N·T per layer), "
-          f"vs {per_batch * 1e3:.2f} ms per moments-only batch")
+    layers = ((16,),) * 4 + ((32,),) * 2 + ((8,),)  # channels of the 7 layers; 128 positions but the head's 1
+    rows = [(args.batch_size, LENGTH)] * 6 + [(args.batch_size, 1)]
+    exact = sum(2 * c * c * n * t for (c,), (n, t) in zip(layers, rows, strict=True))
+    used = sum(2 * c * c * min(n, DEFAULT_SAMPLES) * t for (c,), (n, t) in zip(layers, rows, strict=True))
+    print(f"covariance GEMMs: {used / 1e6:.1f} MFLOP per batch with covariance_samples={DEFAULT_SAMPLES} "
+          f"({exact / 1e6:.0f} MFLOP with every row, C²·N·T per layer), vs {per_batch * 1e3:.2f} ms per "
+          "moments-only batch")
     for line in fft_comparison():
         print("  " + line)
     (rss10, peak10), (rss100, peak100) = marks[10], marks[100]

@@ -89,7 +89,7 @@ def test_covariance_summary_against_numpy():
     cols = [base[:, 0], base[:, 1], 2 * base[:, 0] + 0.01 * base[:, 2],  # channel 2 ≈ 2 × channel 0
             base[:, 2], torch.zeros(400, dtype=torch.float64), -base[:, 1] + 0.02 * base[:, 3]]
     x = torch.stack(cols, 1).reshape(40, 10, 6).transpose(1, 2).contiguous()  # (N, C, S)
-    acc = ChannelCovariance()
+    acc = ChannelCovariance(covariance_samples=None)  # every row: the reference is np.cov of all of them
     feed(acc, x, Layout(1, Axis.TIME))
     out = summarize_covariance(acc, META)
     rows = torch.stack(cols, 1).numpy()

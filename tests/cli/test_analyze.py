@@ -93,6 +93,16 @@ def test_users_model_and_data(files, tmp_path, capsys):
     assert report["layers"]["0"]["meta"]["samples"] == 32  # 2 batches of 16
 
 
+def test_sample_budgets_reach_the_accumulators(files, tmp_path):
+    out = tmp_path / "budgets"
+    assert analyze("--model", f"{files}/net.py:build_model", "--data", f"{files}/data.npz", "--batch-size", "16",
+                   "--batches", "2", "--layers", "0", "--stats", "spatial,covariance", "--no-impact",
+                   "--spatial-samples", "all", "--covariance-samples", "4", "--out", str(out)) == 0
+    stats = json.loads((out / "report.json").read_text())["layers"]["0"]["stats"]
+    assert stats["spatial"]["samples"] == 32 and stats["spatial"]["samples_per_batch"] is None
+    assert stats["covariance"]["observations"] == 8 and stats["covariance"]["samples_per_batch"] == 4
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -107,6 +117,8 @@ def test_users_model_and_data(files, tmp_path, capsys):
         (["--model", "{d}/net.py:build_model", "--data", "{d}/nothing.npz"], "does not exist"),
         (["--model", "{d}/net.py:build_model"], "--data is required"),
         (["--thresholds", "a,b"], "--thresholds takes comma-separated numbers"),
+        (["--covariance-samples", "0"], "--covariance-samples takes a number of at least 1 or 'all'"),
+        (["--spatial-samples", "half"], "--spatial-samples takes a number of at least 1 or 'all'"),
         (["--stats", "moments,nope"], "unknown statistic 'nope'"),
         (["--device", "banana"], "device 'banana' is not a device torch knows"),
     ],

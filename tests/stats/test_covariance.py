@@ -52,7 +52,7 @@ def test_channels_last_sequence_view():
 
 def test_float32_within_float32_precision():
     batches = [correlated(32, 8, 6, 6, seed=s, dtype=torch.float32) for s in range(3)]
-    acc = ChannelCovariance()
+    acc = ChannelCovariance(covariance_samples=None)
     for b in batches:
         feed(acc, b)
     ref = np.cov(rows_of(torch.cat(batches).numpy()), rowvar=False, bias=True)
@@ -108,11 +108,11 @@ def test_channel_count_change_is_an_error():
        offset=st.sampled_from([0.0, 1e3, -1e5]))
 def test_merge_of_any_split_equals_one_pass(n, cuts, seed, offset):
     x = offset + correlated(n, 4, 3, seed=seed)
-    whole = ChannelCovariance()
+    whole = ChannelCovariance(covariance_samples=None)
     feed(whole, x, Layout(1, Axis.TIME))
-    merged = ChannelCovariance()
+    merged = ChannelCovariance(covariance_samples=None)
     for part in torch.tensor_split(x, sorted({c for c in cuts if c < n})):
-        piece = ChannelCovariance()
+        piece = ChannelCovariance(covariance_samples=None)
         feed(piece, part, Layout(1, Axis.TIME))
         merged.merge(ChannelCovariance.from_state_dict(piece.state_dict()))  # through serialisation too
     assert merged.count == whole.count == 3 * n
@@ -156,3 +156,86 @@ def test_channels_first_and_last_float32_agree_with_numpy():
     ref = np.cov(rows_of(torch.cat(xs).numpy()), rowvar=False, bias=True)
     for acc in (a, b):
         np.testing.assert_allclose(acc.covariance().numpy(), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+# -- the per-batch row budget (covariance_samples) ----------------------------------------------------
+def sampled(x, budget):
+    """The samples a budget keeps: x[::⌈N/budget⌉] (all of them when N ≤ budget)."""
+    return x if x.shape[0] <= budget else x[:: -(-x.shape[0] // budget)]
+
+
+@pytest.mark.parametrize("budget", [8, 3, 1])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sampled_rows_match_numpy_on_exactly_those_rows(budget, channels_last):
+    batches = [correlated(n, 5, 11, seed=s) + 4.0 for s, n in enumerate((40, 9, 3, 17))]
+    acc = ChannelCovariance(covariance_samples=budget)
+    for b in batches:
+        if channels_last:
+            feed(acc, b.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))
+        else:
+            feed(acc, b, Layout(1, Axis.TIME))
+    rows = rows_of(torch.cat([sampled(b, budget) for b in batches]).numpy())
+    assert acc.count == rows.shape[0] < sum(b.shape[0] for b in batches) * 11
+    np.testing.assert_allclose(acc.mean.numpy(), rows.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(acc.covariance().numpy(), np.cov(rows, rowvar=False, bias=True), rtol=1e-10,
+                               atol=1e-12)
+
+
+def test_sampled_float32_with_an_offset_within_float32_precision():
+    # centring on the rows' own mean (from the per-sample means) keeps float32 digits despite the offset
+    batches = [100.0 + correlated(64, 6, 32, seed=s, dtype=torch.float32) for s in range(3)]
+    acc = ChannelCovariance()  # the default budget: 8 samples of each batch
+    for b in batches:
+        feed(acc, b, Layout(1, Axis.TIME))
+    rows = rows_of(torch.cat([b[::8] for b in batches]).double().numpy())
+    ref = np.cov(rows, rowvar=False, bias=True)
+    assert acc.count == 3 * 8 * 32
+    np.testing.assert_allclose(acc.mean.numpy(), rows.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(acc.covariance().numpy(), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+def test_sampled_and_capped_channels():
+    x = correlated(30, 10, 4, seed=7)
+    acc = ChannelCovariance(covariance_max_channels=4, covariance_samples=5)
+    feed(acc, x, Layout(1, Axis.TIME))
+    rows = rows_of(x[::6].numpy())[:, [0, 3, 6, 9]]
+    np.testing.assert_allclose(acc.covariance().numpy(), np.cov(rows, rowvar=False, bias=True), rtol=1e-10)
+
+
+def test_sampled_rows_with_nonfinite_values():
+    x = correlated(12, 3, 5, seed=8)
+    x[4, 1, 2] = float("nan")  # in a sampled sample (step 4: samples 0, 4, 8): its row is dropped
+    x[5, 0, 0] = float("inf")  # in a sample that is not used: no effect
+    acc = ChannelCovariance(covariance_samples=3)
+    feed(acc, x, Layout(1, Axis.TIME))
+    rows = rows_of(x[::4].numpy())
+    ok = np.isfinite(rows).all(1)
+    assert acc.dropped == 1 and acc.count == ok.sum() == 14
+    np.testing.assert_allclose(acc.covariance().numpy(), np.cov(rows[ok], rowvar=False, bias=True), rtol=1e-10)
+
+
+def test_merge_of_sampled_parts_equals_one_sampled_pass():
+    batches = [correlated(n, 4, 6, seed=s) for s, n in enumerate((20, 13, 8, 30, 2))]
+    one = ChannelCovariance()
+    parts = [ChannelCovariance() for _ in range(2)]
+    for i, b in enumerate(batches):
+        feed(one, b, Layout(1, Axis.TIME))
+        feed(parts[i % 2], b, Layout(1, Axis.TIME))
+    merged = ChannelCovariance.from_state_dict(parts[0].state_dict())
+    merged.merge(ChannelCovariance.from_state_dict(parts[1].state_dict()))
+    assert merged.count == one.count and merged.max_samples == 8
+    torch.testing.assert_close(merged.mean, one.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(merged.comoment, one.comoment, rtol=1e-10, atol=1e-10)
+
+
+def test_budget_is_part_of_the_state_and_must_match_to_merge():
+    acc = ChannelCovariance(covariance_samples=3)
+    feed(acc, correlated(9, 3, 4))
+    state = acc.state_dict()
+    assert state["covariance_samples"] == 3 and ChannelCovariance.from_state_dict(state).max_samples == 3
+    del state["covariance_samples"]  # a state saved before the option existed used every row
+    assert ChannelCovariance.from_state_dict(state).max_samples is None
+    other = ChannelCovariance(covariance_samples=None)
+    feed(other, correlated(2, 3, 4))
+    with pytest.raises(ValueError, match="covariance_samples"):
+        acc.merge(other)

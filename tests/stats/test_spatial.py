@@ -72,7 +72,7 @@ def test_sequence_bins_channels_first_and_last():
 def test_float32_activation_within_float32_precision():
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(64, 8, 16, 16, generator=gen) * 3 + 1
-    acc = SpatialDensity()
+    acc = SpatialDensity(spatial_samples=None)
     feed(acc, x)
     np.testing.assert_allclose(acc.energy().numpy(), reference_grid(x.numpy(), 8), rtol=1e-6)
 
@@ -120,11 +120,11 @@ def test_batches_of_another_shape_are_skipped_and_counted():
 def test_merge_of_any_split_equals_one_pass(n, cuts, seed, grid):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, 7, 5, generator=gen, dtype=torch.float64)
-    whole = SpatialDensity(spatial_grid=grid)
+    whole = SpatialDensity(spatial_grid=grid, spatial_samples=None)
     feed(whole, x)
-    merged = SpatialDensity(spatial_grid=grid)
+    merged = SpatialDensity(spatial_grid=grid, spatial_samples=None)
     for part in torch.tensor_split(x, sorted({c for c in cuts if c < n})):
-        piece = SpatialDensity(spatial_grid=grid)
+        piece = SpatialDensity(spatial_grid=grid, spatial_samples=None)
         feed(piece, part)
         merged.merge(SpatialDensity.from_state_dict(piece.state_dict()))  # through serialisation too
     assert merged.samples == whole.samples == n
@@ -148,7 +148,7 @@ def test_state_dict_round_trip_and_merging_into_empty():
 def test_through_the_probe_on_a_conv_model():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
     x = torch.randn(16, 1, 10, 10)
-    with Probe(model, stats=("spatial",)) as probe, torch.no_grad():
+    with Probe(model, stats=("spatial",), spatial_samples=None) as probe, torch.no_grad():
         model(x[:7])
         model(x[7:])
     acc = probe._layers["0"].accumulators["spatial"]
@@ -175,3 +175,48 @@ def test_state_dict_is_a_copy_of_the_live_state():
     again = SpatialDensity.from_state_dict(state)
     feed(again, torch.randn(3, 2, 8, 8, dtype=torch.float64))
     assert torch.equal(state["energy_sum"], before)
+
+
+# -- the per-batch sample budget (spatial_samples) ----------------------------------------------------
+@pytest.mark.parametrize("budget", [8, 3])
+@pytest.mark.parametrize("shape, layout", [((6, 10, 7), SPACE), ((4, 37), Layout(1, Axis.TIME)),
+                                           ((37, 4), Layout(-1, Axis.TIME))])
+def test_sampled_grid_matches_loops_over_exactly_the_samples_used(budget, shape, layout):
+    gen = torch.Generator().manual_seed(3)
+    batches = [torch.randn(n, *shape, generator=gen, dtype=torch.float64) + 1 for n in (40, 9, 5)]
+    acc = SpatialDensity(spatial_grid=4, spatial_samples=budget)
+    for b in batches:
+        feed(acc, b, layout)
+    used = torch.cat([b if b.shape[0] <= budget else b[:: -(-b.shape[0] // budget)] for b in batches])
+    assert acc.samples == used.shape[0] < 54
+    ncs = used.movedim(-1, 1) if layout.channel_dim == -1 else used
+    np.testing.assert_allclose(acc.energy().numpy(), reference_grid(ncs.numpy(), 4), rtol=1e-12)
+
+
+def test_sampled_float32_grid_within_float32_precision():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(64, 16, 128, generator=gen) * 2 + 0.5  # the sequence demo's conv layers
+    acc = SpatialDensity()  # the default budget: 8 samples
+    feed(acc, x, Layout(1, Axis.TIME))
+    np.testing.assert_allclose(acc.energy().numpy(), reference_grid(x[::8].numpy(), 8), rtol=1e-6)
+
+
+def test_nonfinite_value_in_an_unused_sample_is_not_seen():
+    x = torch.randn(12, 2, 8, dtype=torch.float64)
+    x[1, 0, 3] = float("nan")  # sample 1 is not among 0, 4, 8
+    x[4, 1, 7] = float("inf")  # sample 4 is
+    acc = SpatialDensity(spatial_grid=4, spatial_samples=3)
+    feed(acc, x, Layout(1, Axis.TIME))
+    assert int(acc.nonfinite.sum()) == 1 and int(acc.nonfinite[1, 3]) == 1
+    np.testing.assert_allclose(acc.energy().numpy(), reference_grid(x[::4].numpy(), 4), rtol=1e-12)
+
+
+def test_spatial_budget_is_part_of_the_state_and_must_match_to_merge():
+    acc = SpatialDensity(spatial_samples=2)
+    feed(acc, torch.randn(6, 3, 8, 8))
+    state = acc.state_dict()
+    assert state["spatial_samples"] == 2 and SpatialDensity.from_state_dict(state).max_samples == 2
+    del state["spatial_samples"]  # a state saved before the option existed used every sample
+    assert SpatialDensity.from_state_dict(state).max_samples is None
+    with pytest.raises(ValueError, match="spatial_samples"):
+        acc.merge(SpatialDensity.from_state_dict(state))

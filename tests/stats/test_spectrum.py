@@ -268,3 +268,21 @@ def test_failure_paths():
     feed(other, batches(19, [(2, 3, 64)])[0])
     with pytest.raises(ValueError, match="cannot merge"):
         acc.merge(other)
+
+
+def test_counts_and_segments_fold_uniform_increments_exactly():
+    # all-finite batches add the same count and segments to every channel as a Python int, folded in
+    # when read: reading in between, non-finite batches and a round trip must see the exact tensors
+    xs = batches(21, [(3, 2, 64)] * 5)
+    xs[2][1, 0, 7] = float("inf")
+    acc = ChannelSpectrum(nperseg=32, spectrum_samples=None)
+    for i, x in enumerate(xs):
+        feed(acc, x)
+        if i == 1:
+            assert acc.count.tolist() == [2 * 3 * 64] * 2 and acc.segments.tolist() == [2 * 3 * 3] * 2
+    data = torch.cat(xs).numpy()
+    assert acc.count.tolist() == np.isfinite(data).sum(axis=(0, 2)).tolist() == [5 * 3 * 64 - 1, 5 * 3 * 64]
+    assert acc.segments.tolist() == [4 * 3 * 3, 5 * 3 * 3]
+    feed(acc, xs[0])
+    again = ChannelSpectrum.from_state_dict(acc.state_dict())
+    assert again.count.tolist() == [6 * 3 * 64 - 1, 6 * 3 * 64] and torch.equal(again.segments, acc.segments)

@@ -84,6 +84,7 @@ def summarize_spatial(acc: Any, meta: dict[str, Any]) -> dict[str, Any]:
     has_grid = flat.shape[1] > 1
     out: dict[str, Any] = {
         "samples": acc.samples,
+        "samples_per_batch": acc.max_samples,  # the budget (None: every sample)
         "skipped": acc.skipped,
         "grid": acc.grid,
         "grid_shape": list(acc.cells),
@@ -170,7 +171,7 @@ def redundant_pairs(r: torch.Tensor, channels: torch.Tensor, threshold: float) -
 @LAYER_ANALYSES.register("covariance")
 def summarize_covariance(acc: Any, meta: dict[str, Any]) -> dict[str, Any]:
     if acc.mean is None or acc.count < 2:
-        return {"channels": acc.channels, "observations": acc.count}
+        return {"channels": acc.channels, "observations": acc.count, "samples_per_batch": acc.max_samples}
     cov = acc.covariance().cpu()
     var, mean = cov.diagonal(), acc.mean.cpu()
     index = acc.index.cpu()
@@ -195,6 +196,7 @@ def summarize_covariance(acc: Any, meta: dict[str, Any]) -> dict[str, Any]:
         "tracked": int(index.numel()),
         "capped": bool(index.numel() < acc.channels),
         "observations": acc.count,
+        "samples_per_batch": acc.max_samples,  # whose rows are observed (None: every row)
         "dropped": acc.dropped,
         "constant_channels": int((~live).sum()),
         "effective_rank": participation_ratio(r),

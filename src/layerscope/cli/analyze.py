@@ -39,6 +39,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--fs", type=float, default=None, help="sampling rate of the time axis (default 1: normalised)")
     p.add_argument("--spectrum-samples", default=None,
                    help="samples per batch that feed the spectra (default 8; 'all' for every sample)")
+    p.add_argument("--spatial-samples", default=None,
+                   help="samples per batch that feed the spatial density grids (default 8; 'all' for every sample)")
+    p.add_argument("--covariance-samples", default=None,
+                   help="samples per batch whose rows feed the channel covariance (default 8; 'all' for every row)")
     p.add_argument("--stream-spectrum", action="store_true",
                    help="also the spectrum of each channel's batch mean over consecutive batches")
     p.add_argument("--thresholds", default="0", help="activation-rate thresholds, comma-separated")
@@ -64,17 +68,23 @@ def _demo_inputs(name: str) -> tuple[Any, Any, Any, dict[str, Any]]:
     return model, (x_test, y_test), x_train, {"model": f"{name} (built-in demo)", "data": described}
 
 
-def _spectrum_options(args: argparse.Namespace) -> dict[str, Any]:
+def _samples(text: str, flag: str) -> int | None:
+    """A per-batch sample budget: a number, or 'all' (None: every sample)."""
+    value = text.strip().lower()
+    if value != "all" and (not value.isdigit() or int(value) < 1):
+        raise ConfigError(f"{flag} takes a number of at least 1 or 'all', got {text!r}")
+    return None if value == "all" else int(value)
+
+
+def _accumulator_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.nperseg is not None:
         options["nperseg"] = args.nperseg
     if args.fs is not None:
         options["fs"] = args.fs
-    if args.spectrum_samples is not None:
-        text = args.spectrum_samples.strip().lower()
-        if text != "all" and not text.isdigit():
-            raise ConfigError(f"--spectrum-samples takes a number or 'all', got {args.spectrum_samples!r}")
-        options["spectrum_samples"] = None if text == "all" else int(text)
+    for option in ("spectrum_samples", "spatial_samples", "covariance_samples"):
+        if getattr(args, option) is not None:
+            options[option] = _samples(getattr(args, option), "--" + option.replace("_", "-"))
     if args.stream_spectrum:
         options["stream_spectrum"] = True
     return options
@@ -124,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             exclude=args.exclude or (), stats=args.stats, impact=args.impact,
             thresholds=_floats(args.thresholds, "--thresholds"), reference_data=reference,
             device=args.device, backend=args.backend, config=config,
-            progress=lambda k: bar.advance(task, k), **_spectrum_options(args),
+            progress=lambda k: bar.advance(task, k), **_accumulator_options(args),
         )
     print_summary(result, console)
     paths = result.save(Path(args.out))

@@ -5,15 +5,13 @@ are in the docstring of :mod:`layerscope.stats.spectrum`.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from ..kernels._torch import workspace
+from ._scratch import Scratch
 
 RING_TOLERANCE = 1e-9
-SMALL_SCRATCH = 1 << 18  # elements: smaller scratch tensors are plain allocations
 
 
 def hann_window(length: int, dtype: torch.dtype = torch.float64, device: Any = None) -> torch.Tensor:
@@ -30,14 +28,6 @@ def onesided_scale(length: int, fs: float) -> torch.Tensor:
     return scale / (fs * float(hann_window(length).square().sum()))
 
 
-def _scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A contiguous scratch tensor; large ones come from the kernels' per-thread workspace (reused
-    across calls: a fresh large allocation per batch costs page faults that dwarf the FFT)."""
-    if math.prod(shape) <= SMALL_SCRATCH:
-        return torch.empty(shape, dtype=dtype, device=device)
-    return workspace(torch.empty((), dtype=dtype, device=device).expand(shape))
-
-
 def real_fft(x: torch.Tensor, dims: int) -> torch.Tensor:
     """``rfft`` (``dims=1``) or ``rfft2`` (``dims=2``) over the last axes, with ``torch.fft`` on every
     device.
@@ -50,13 +40,15 @@ def real_fft(x: torch.Tensor, dims: int) -> torch.Tensor:
     return torch.fft.rfftn(x, dim=tuple(range(-dims, 0)))
 
 
-def welch_power_sum(x: torch.Tensor, length: int, window: torch.Tensor,
-                    channels_last: bool = False) -> tuple[torch.Tensor, int]:
+def welch_power_sum(x: torch.Tensor, length: int, window: torch.Tensor, channels_last: bool = False,
+                    scratch: Scratch | None = None) -> tuple[torch.Tensor, int]:
     """``Σ |rfft(w · (seg − mean(seg)))|²`` over all segments of all samples: ``[C, L//2+1]``.
 
     ``x`` is ``[N, C, T]`` (or ``[N, T, C]`` when ``channels_last``); also returns the number of
     segments per channel. One rfft over every segment of every channel; the sums are in ``x``'s
-    dtype (the caller adds them to float64 state).
+    dtype (the caller adds them to float64 state). Five passes over the segments: the segment sums,
+    the detrended copy into ``scratch`` (in the layout the FFT wants), the window, the rfft, the
+    squares; then one sum over segments.
     """
     hop = length - length // 2
     if channels_last:
@@ -64,11 +56,12 @@ def welch_power_sum(x: torch.Tensor, length: int, window: torch.Tensor,
     else:
         segs = x.unfold(2, length, hop).transpose(1, 2)  # (N, C, T) -> (N, C, K, L) -> (N, K, C, L)
     n, k, c, _ = segs.shape
-    scratch = _scratch((n, k, c, length), x.dtype, x.device)
-    detrended = torch.sub(segs, segs.mean(dim=-1, keepdim=True), out=scratch)  # detrend='constant'
-    spec = real_fft(detrended.mul_(window), 1)  # (N, K, C, F) complex
-    power = torch.view_as_real(spec).square_().reshape(n * k, c, -1).sum(dim=0)  # (C, F·2): re², im²
-    return power.view(c, -1, 2).sum(dim=-1), n * k
+    out = (scratch if scratch is not None else Scratch()).get((n, k, c, length), x.dtype, x.device)
+    # detrend='constant': seg − Σseg/L, written contiguous; then the window, in place
+    windowed = torch.sub(segs, segs.sum(-1, keepdim=True), alpha=1.0 / length, out=out).mul_(window)
+    spec = torch.view_as_real(real_fft(windowed, 1))  # (N, K, C, F, 2): re, im
+    power = spec.square_().view(n * k, c, -1).sum(0)  # (C, F·2): Σ re², Σ im²
+    return power.view(c, -1, 2).sum(-1), n * k
 
 
 def radial_bins(shape: tuple[int, int], device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,13 @@ pooling lets neighbouring cells overlap when ``g`` does not divide ``L``, while 
 falls in exactly one cell (the cell energies then add up to the layer's total energy). With
 ``g = min(G, L)`` no cell is empty and no position is repeated to fake resolution.
 
+**Samples per batch** (option ``spatial_samples``, default 8): the sums are taken over at most that
+many samples of each batch, evenly spaced (``x[::⌈N/8⌉]``, the samples the spectrum and the covariance
+use too), so that the pass over the activation costs a fraction of the forward pass; every batch
+contributes, and ``samples`` counts the samples used. The energy is then the mean of x² over those
+samples, an unbiased estimate of the mean over all of them; ``spatial_samples=None`` uses every sample
+(the exact energy).
+
 State: Σx² per channel and cell (float64 ``[C, gh, gw]``) plus the number of non-finite values per
 cell, O(C·G²). The energy of a cell is Σx² over its finite values divided by their number. Sums of
 non-negative terms have no cancellation, so plain float64 addition makes ``merge`` exact up to
@@ -35,6 +42,8 @@ from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
 from ._protocol import ACCUMULATORS
+from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
+from ._scratch import Scratch
 
 DEFAULT_GRID = 8
 DEFAULT_TOP_K = 4
@@ -63,18 +72,21 @@ class SpatialDensity:
     """Per-channel activation energy on a coarse spatial grid (see the module docstring)."""
 
     def __init__(
-        self, spatial_grid: int = DEFAULT_GRID, spatial_top_k: int = DEFAULT_TOP_K, **_: Any
+        self, spatial_grid: int = DEFAULT_GRID, spatial_top_k: int = DEFAULT_TOP_K,
+        spatial_samples: int | None = DEFAULT_SAMPLES, **_: Any
     ) -> None:
         if spatial_grid < 1:
             raise ConfigError(f"spatial_grid must be at least 1 (got {spatial_grid})")
         self.grid = int(spatial_grid)
         self.top_k = int(spatial_top_k)
+        self.max_samples = check_samples("spatial_samples", spatial_samples)
         self.spatial_shape: tuple[int, ...] | None = None  # every field is None until the first update
         self.energy_sum: torch.Tensor | None = None  # float64 [C, *cells]: Σ x² over finite values
         self.nonfinite: torch.Tensor | None = None  # int64 [C, *cells]
         self.samples = 0
         self.skipped = 0  # samples of batches whose spatial shape differed from the first batch's
         self._pooling: tuple[torch.Tensor, ...] = ()  # pooling matrices, built on first use
+        self._squares = Scratch()
 
     @property
     def cells(self) -> tuple[int, ...]:
@@ -97,28 +109,28 @@ class SpatialDensity:
         elif tuple(view.spatial_shape) != self.spatial_shape:  # a shorter sequence: the cells would not align
             self.skipped += view.num_samples
             return
-        data = view.data  # (N, C, S) or (N, S, C)
+        step = sample_step(view.num_samples, self.max_samples)
+        data = view.data[::step] if step > 1 else view.data  # (n, C, S) or (n, S, C): the samples used
         if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
             data = data.float()
         if int(reduced.count.min()) == view.num_samples * view.num_positions:  # every value finite
-            sq = data.square()
-            self._absorb(self._pool(self._sum_over_samples(view, sq)), None, view.num_samples)
+            sq = torch.mul(data, data, out=self._squares.get(tuple(data.shape), data.dtype, data.device))
+            self._absorb(self._pool(self._sum_over_samples(view, sq)), None, data.shape[0])
             return
-        sq = torch.where(torch.isfinite(data), data.square(), 0.0)
-        counts = self._sum_over_samples(view, (~torch.isfinite(data)).to(data.dtype))
-        bad = self._pool(counts).round().long()
-        self._absorb(self._pool(self._sum_over_samples(view, sq)), bad, view.num_samples)
+        finite = torch.isfinite(data)
+        sq = torch.where(finite, data.square(), 0.0)
+        bad = self._pool(self._sum_over_samples(view, (~finite).to(data.dtype))).round().long()
+        self._absorb(self._pool(self._sum_over_samples(view, sq)), bad, data.shape[0])
 
     def _sum_over_samples(self, view: LayoutView, values: torch.Tensor) -> torch.Tensor:
-        """``values`` shaped like ``view.data``, summed over samples: float64 ``(C, [H,] W)``."""
+        """``values`` shaped like (the samples used of) ``view.data``, summed over samples: ``(C, [H,] W)``
+        in ``values``' dtype (the state adds it in float64)."""
         s = values.sum(0)  # (C, S) or (S, C)
-        s = s.T if view.channels_last else s  # (C, S)
+        s = s.t() if view.channels_last else s  # (C, S), a view
         shape = view.spatial_shape
         if len(shape) > 2:  # (C, D…·H·W) -> (C, H, W): the leading spatial dims go into each cell
-            s = s.reshape(view.num_channels, -1, *shape[-2:]).sum(1)
-        else:
-            s = s.reshape(view.num_channels, *shape)
-        return s.to(torch.float64)
+            return s.reshape(view.num_channels, -1, *shape[-2:]).sum(1)
+        return s.view(view.num_channels, *shape)
 
     def _check_shape(self, spatial_shape: tuple[int, ...]) -> None:
         if self.spatial_shape is None:
@@ -131,17 +143,21 @@ class SpatialDensity:
 
     def _pool(self, per_position: torch.Tensor) -> torch.Tensor:
         """Sum ``(C, [H,] W)`` positions into cells: ``(C, *cells)``, as ``P_h · X · P_wᵀ`` with 0/1
-        pooling matrices ``P [cells, positions]`` (no pooling when every cell is one position)."""
+        pooling matrices ``P [cells, positions]`` (a reshape when the cells are equal; nothing when
+        every cell is one position)."""
         positions = tuple((self.spatial_shape or ())[-2:])
-        if self.cells == positions:
+        cells = self.cells
+        if cells == positions:
             return per_position
-        if all(n % g == 0 for n, g in zip(positions, self.cells, strict=True)):  # equal cells: a reshape
-            split = [d for n, g in zip(positions, self.cells, strict=True) for d in (g, n // g)]
-            return per_position.reshape(per_position.shape[0], *split).sum(tuple(range(2, 2 + len(split), 2)))
-        if len(self._pooling) != len(self.cells) or self._pooling[0].device != per_position.device:
+        if all(n % g == 0 for n, g in zip(positions, cells, strict=True)):  # equal cells: a reshape
+            split = [d for n, g in zip(positions, cells, strict=True) for d in (g, n // g)]
+            summed = tuple(range(2, 2 + len(split), 2))
+            return per_position.view(per_position.shape[0], *split).sum(summed)
+        if (len(self._pooling) != len(cells) or self._pooling[0].device != per_position.device
+                or self._pooling[0].dtype != per_position.dtype):
             self._pooling = tuple(
-                nn_one_hot(cell_index(n, g), g).T.to(device=per_position.device, dtype=torch.float64)
-                for n, g in zip(positions, self.cells, strict=True)
+                nn_one_hot(cell_index(n, g), g).T.to(device=per_position.device, dtype=per_position.dtype)
+                for n, g in zip(positions, cells, strict=True)
             )
         if len(self._pooling) == 1:
             return per_position @ self._pooling[0].T  # (C, T) @ (T, G) -> (C, G)
@@ -150,7 +166,7 @@ class SpatialDensity:
 
     def _absorb(self, energy_sum: torch.Tensor, nonfinite: torch.Tensor | None, samples: int) -> None:
         if self.energy_sum is None:
-            self.energy_sum = energy_sum.clone()
+            self.energy_sum = energy_sum.to(torch.float64, copy=True)
             self.nonfinite = torch.zeros(energy_sum.shape, dtype=torch.int64, device=energy_sum.device)
         elif energy_sum.shape != self.energy_sum.shape:
             raise ValueError(
@@ -158,7 +174,7 @@ class SpatialDensity:
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
         else:
-            self.energy_sum += energy_sum.to(self.energy_sum.device)
+            self.energy_sum += energy_sum.to(self.energy_sum.device)  # (a merge's may be elsewhere) in float64
         if nonfinite is not None:
             self.nonfinite += nonfinite.to(self.nonfinite.device)
         self.samples += samples
@@ -166,6 +182,9 @@ class SpatialDensity:
     def merge(self, other: Self) -> None:
         if other.grid != self.grid:
             raise ValueError(f"cannot merge a spatial grid of {other.grid} into one of {self.grid}")
+        if other.max_samples != self.max_samples:
+            raise ValueError(f"cannot merge a spatial grid of spatial_samples={other.max_samples} per batch into "
+                             f"one of spatial_samples={self.max_samples}: use the same option")
         if other.energy_sum is None:
             return
         self._check_shape(other.spatial_shape or ())
@@ -178,8 +197,8 @@ class SpatialDensity:
         return self.energy_sum / finite.to(torch.float64)
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"grid": self.grid, "top_k": self.top_k, "samples": self.samples,
-                                 "skipped": self.skipped}
+        state: dict[str, Any] = {"grid": self.grid, "top_k": self.top_k, "spatial_samples": self.max_samples,
+                                 "samples": self.samples, "skipped": self.skipped}
         if self.energy_sum is not None:
             state.update(spatial_shape=list(self.spatial_shape or ()),
                          energy_sum=self.energy_sum.detach().cpu().clone(),  # copies: updated in place
@@ -188,7 +207,9 @@ class SpatialDensity:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Self:
-        acc = cls(spatial_grid=state["grid"], spatial_top_k=state["top_k"])
+        # states saved before the option existed used every sample
+        acc = cls(spatial_grid=state["grid"], spatial_top_k=state["top_k"],
+                  spatial_samples=state.get("spatial_samples"))
         acc.samples, acc.skipped = int(state["samples"]), int(state.get("skipped", 0))
         if "energy_sum" in state:
             acc.spatial_shape = tuple(int(n) for n in state["spatial_shape"])

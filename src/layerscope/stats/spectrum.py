@@ -58,12 +58,13 @@ from ..capture.layout import Axis, LayoutView
 from ..kernels import ChannelStats
 from ._periodogram import hann_window, onesided_scale, radial_bins, radial_power_sum, welch_power_sum
 from ._protocol import ACCUMULATORS
+from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
+from ._scratch import Scratch
 
 DEFAULT_NPERSEG = 64
 DEFAULT_STREAM_NPERSEG = 32
 MIN_LENGTH = 8  # a time axis shorter than this, or an image side shorter than 4, gets no spectrum
 MIN_SIDE = 4
-DEFAULT_SAMPLES = 8  # samples per batch that enter the spectra (None: all); see the module docstring
 
 _TENSORS = ("power", "segments", "count", "min", "max", "above")
 _OPTIONS = ("nperseg", "fs", "stream_spectrum", "stream_nperseg", "spectrum_samples", "thresholds", "bands",
@@ -73,9 +74,30 @@ _MERGE_KEYS = ("kind", "length", "spatial_shape", "fs", "thresholds", "stream", 
 _STREAM_TENSORS = ("stream_buffer", "stream_power")
 
 
+def _uniform_increments(name: str) -> property:
+    """A per-channel int64 state tensor whose additions that are the same for every channel (an
+    all-finite batch adds N·S values and the same number of segments to each) are kept as a Python
+    int and folded in when the tensor is read: one kernel fewer per batch, the same values."""
+
+    def read(self: ChannelSpectrum) -> torch.Tensor | None:
+        tensor, pending = self._lazy[name], self._pending[name]
+        if pending and tensor is not None:
+            tensor = self._lazy[name] = tensor + pending  # out of place: it may be an inference tensor
+            self._pending[name] = 0
+        return tensor
+
+    def write(self: ChannelSpectrum, value: torch.Tensor | None) -> None:
+        self._lazy[name], self._pending[name] = value, 0
+
+    return property(read, write)
+
+
 @ACCUMULATORS.register("spectrum")
 class ChannelSpectrum:
     """Streaming per-channel power spectrum (Welch over time, radial over H×W, optional stream)."""
+
+    segments = _uniform_increments("segments")  # (C,) int64 segments (Welch) or samples (radial)
+    count = _uniform_increments("count")  # (C,) int64 finite values seen
 
     def __init__(
         self,
@@ -98,9 +120,7 @@ class ChannelSpectrum:
             raise ValueError(f"fs must be positive (got {fs})")
         self.nperseg, self.fs = int(nperseg), float(fs)
         self.stream, self.stream_nperseg = bool(stream_spectrum), int(stream_nperseg)
-        if spectrum_samples is not None and int(spectrum_samples) < 1:
-            raise ValueError(f"spectrum_samples must be at least 1, or None for all (got {spectrum_samples})")
-        self.max_samples = int(spectrum_samples) if spectrum_samples is not None else None
+        self.max_samples = check_samples("spectrum_samples", spectrum_samples)  # see the module docstring
         self.thresholds = tuple(float(t) for t in thresholds)
         # analysis options, carried to analysis.temporal (the Probe passes options only to accumulators)
         self.bands, self.top_k = bands, int(spectrum_top_k)
@@ -111,9 +131,9 @@ class ChannelSpectrum:
         self.spatial_shape: tuple[int, ...] = ()
         self.skipped = 0
         # every tensor is None until the first update
+        self._lazy: dict[str, torch.Tensor | None] = {"segments": None, "count": None}
+        self._pending = {"segments": 0, "count": 0}  # see _uniform_increments
         self.power: torch.Tensor | None = None  # (C, F) float64 Σ|X|² (Welch) or ring sums (radial)
-        self.segments: torch.Tensor | None = None  # (C,) int64 segments (Welch) or samples (radial)
-        self.count: torch.Tensor | None = None  # (C,) int64 finite values seen
         self.min: torch.Tensor | None = None  # (C,) float64
         self.max: torch.Tensor | None = None  # (C,) float64
         self.above: torch.Tensor | None = None  # (T, C) int64 values > thresholds[t]
@@ -123,21 +143,25 @@ class ChannelSpectrum:
         self.stream_power: torch.Tensor | None = None
         self._window: torch.Tensor | None = None
         self._bins: torch.Tensor | None = None
+        self._scratch = Scratch()
 
     # -- update --------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
         if self.kind is None:
             self._start(view, reduced)
-        if reduced.count.shape[0] != self.count.shape[0]:
+        if reduced.count.shape[0] != self.power.shape[0]:
             raise ValueError(
-                f"channel count changed from {self.count.shape[0]} to {reduced.count.shape[0]}: a layer's "
+                f"channel count changed from {self.power.shape[0]} to {reduced.count.shape[0]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
-        self._absorb_reduction(reduced)
+        values = view.num_samples * view.num_positions
+        # else rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
+        finite = self.kind != "none" and int(reduced.count.min()) == values
+        self._absorb_reduction(reduced, values if finite else None)
         if self.kind == "welch":
-            self._update_welch(view, reduced)
+            self._update_welch(view, reduced, finite)
         elif self.kind == "radial":
-            self._update_radial(view, reduced)
+            self._update_radial(view, reduced, finite)
         if self.stream:
             self._stream_step(reduced.mean)
 
@@ -162,30 +186,33 @@ class ChannelSpectrum:
             self.stream_buffer = torch.zeros(c, self.stream_nperseg, dtype=torch.float64, device=dev)
             self.stream_power = torch.zeros(c, self.stream_nperseg // 2 + 1, dtype=torch.float64, device=dev)
 
-    def _absorb_reduction(self, reduced: ChannelStats) -> None:
-        self.count += reduced.count
+    def _absorb_reduction(self, reduced: ChannelStats, values: int | None) -> None:
+        """Counts, extremes and threshold counts (``values``: the count of every channel when all finite)."""
+        if values is None:
+            self.count = self.count + reduced.count
+        else:
+            self._pending["count"] += values
         torch.minimum(self.min, reduced.min, out=self.min)
         torch.maximum(self.max, reduced.max, out=self.max)
         if reduced.above.shape[0] == self.above.shape[0]:
             self.above += reduced.above
 
-    def _add_power(self, power: torch.Tensor, n_seg: int, reduced: ChannelStats, view: LayoutView) -> None:
+    def _add_power(self, power: torch.Tensor, n_seg: int, reduced: ChannelStats, finite: bool) -> None:
         """Add one batch's sums; a channel with a NaN or ±Inf in this batch adds nothing."""
-        if int(reduced.count.min()) < view.num_samples * view.num_positions:  # rare: non-finite values
-            ok = (reduced.nan + reduced.inf) == 0  # (C,)
-            power = torch.where(ok[:, None], power, 0.0)
-            n_seg = ok.to(torch.int64) * n_seg
-        self.power += power
-        self.segments += n_seg
+        if finite:
+            self.power += power
+            self._pending["segments"] += n_seg
+            return
+        ok = (reduced.nan + reduced.inf) == 0  # (C,)
+        self.power += torch.where(ok[:, None], power, 0.0)
+        self.segments = self.segments + ok.to(torch.int64) * n_seg
 
     def _subsample(self, x: torch.Tensor) -> torch.Tensor:
         """At most ``max_samples`` samples, evenly spaced through the batch (a view: ``x[::step]``)."""
-        n = x.shape[0]
-        if self.max_samples is None or n <= self.max_samples:
-            return x
-        return x[:: -(-n // self.max_samples)]
+        step = sample_step(x.shape[0], self.max_samples)
+        return x[::step] if step > 1 else x
 
-    def _update_welch(self, view: LayoutView, reduced: ChannelStats) -> None:
+    def _update_welch(self, view: LayoutView, reduced: ChannelStats, finite: bool) -> None:
         if len(view.spatial_shape) == 1:
             x, channels_last = self._subsample(view.data), view.channels_last  # (N, C, T) or (N, T, C)
         else:
@@ -195,8 +222,8 @@ class ChannelSpectrum:
             return
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        power, n_seg = welch_power_sum(x, self.length, self._window_for(x), channels_last)
-        self._add_power(power, n_seg, reduced, view)
+        power, n_seg = welch_power_sum(x, self.length, self._window_for(x), channels_last, self._scratch)
+        self._add_power(power, n_seg, reduced, finite)
 
     def _window_for(self, x: torch.Tensor) -> torch.Tensor:
         """The Hann window in ``x``'s dtype and on its device (cached)."""
@@ -204,23 +231,24 @@ class ChannelSpectrum:
             self._window = hann_window(self.length, x.dtype, x.device)
         return self._window
 
-    def _update_radial(self, view: LayoutView, reduced: ChannelStats) -> None:
+    def _update_radial(self, view: LayoutView, reduced: ChannelStats, finite: bool) -> None:
         if tuple(view.spatial_shape) != self.spatial_shape:
             raise ValueError(
                 f"image size changed from {self.spatial_shape} to {tuple(view.spatial_shape)}: the radial "
                 "spectrum needs one size per layer (resize the inputs or probe the layers separately)"
             )
-        x = self._subsample(view.spatial())  # (N, C, H, W)
+        x = self._subsample(view.data)  # (n, C, S) or (n, S, C)
+        x = (x.transpose(1, 2) if view.channels_last else x).reshape(x.shape[0], -1, *self.spatial_shape)
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
         if self._bins is None or self._bins.device != x.device:
             self._bins, _ = radial_bins(self.spatial_shape, x.device)
-        self._add_power(radial_power_sum(x, self._bins), x.shape[0], reduced, view)
+        self._add_power(radial_power_sum(x, self._bins), x.shape[0], reduced, finite)
 
     def _stream_step(self, channel_mean: torch.Tensor) -> None:
         """Append one step (the batch's per-channel mean) and emit a Welch segment every hop."""
         length = self.stream_nperseg
-        self.stream_buffer[:, self.stream_steps % length] = channel_mean.to(self.stream_buffer.device)
+        self.stream_buffer[:, self.stream_steps % length] = channel_mean  # both on the activations' device
         self.stream_steps += 1
         hop = length - length // 2
         if self.stream_steps >= length and (self.stream_steps - length) % hop == 0:
