@@ -58,12 +58,17 @@ def activation(mib: int, channels_last: bool) -> LayoutView:
 
 
 def medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function; the repeats are interleaved so that drift hits all alike."""
+    """Median wall time of each function; the repeats are interleaved so that drift hits all alike.
+
+    Each timed call follows an untimed call of the same function, so every variant is timed in the
+    same state — its data in cache, the OpenMP threads awake — as a kernel that runs right after the
+    layer that wrote the activation; without it the first function of a round pays for waking the
+    threads and refetching what the previous function evicted (several times a 1 MiB kernel).
+    """
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for f in fns.values():
-        f()  # warm-up
     for _ in range(repeats):
         for name, f in fns.items():
+            f()
             t0 = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t0)
