@@ -17,4 +17,18 @@ void histogram(const void* x, DType dtype, i64 n, i64 bins, double lo, double hi
 // exact for every input type. Needs bins >= 1, -1022 <= e <= 1023, |j0| + bins <= 2**53 (else throws).
 void histogram_pow2(const void* x, DType dtype, i64 n, int e, i64 j0, i64 bins, i64* counts, int num_threads);
 
+// The same counting, one contiguous piece at a time, for a kernel that already holds the values in cache
+// (the fused channel reduction). A Pow2Counter's table (pow2_table_size(bins) int64, zeroed by the
+// caller) is private to one thread; pow2_fold adds a table into counts[bins + 2] as histogram_pow2
+// fills it. x holds float32 or float64 values (half inputs arrive upcast, exactly).
+struct Pow2Counter {
+    int e;
+    i64 j0, bins;
+};
+void check_pow2_grid(int e, i64 j0, i64 bins);  // throws std::invalid_argument as histogram_pow2 does
+i64 pow2_table_size(i64 bins);
+void pow2_count(const float* x, i64 n, const Pow2Counter& g, i64* table);
+void pow2_count(const double* x, i64 n, const Pow2Counter& g, i64* table);
+void pow2_fold(const i64* table, i64 bins, i64* counts);
+
 }  // namespace ls

@@ -117,9 +117,38 @@ void run(const In* x, i64 n, const Grid<F>& g, i64 stride, std::vector<std::vect
 
 }  // namespace
 
-void histogram_pow2(const void* x, DType dtype, i64 n, int e, i64 j0, i64 bins, i64* counts, int num_threads) {
+void check_pow2_grid(int e, i64 j0, i64 bins) {
     if (bins < 1 || e < -1022 || e > 1023 || std::llabs(j0) + bins > (i64(1) << 53))
         throw std::invalid_argument("histogram_pow2: need bins >= 1, -1022 <= e <= 1023, |j0| + bins <= 2**53");
+}
+
+i64 pow2_table_size(i64 bins) { return kWays * (bins + 3); }
+
+void pow2_count(const float* x, i64 n, const Pow2Counter& g, i64* table) {
+    if (float32_grid(DType::f32, g.e, g.j0, g.bins)) {
+        const Grid<float> grid{std::ldexp(1.0f, -g.e), static_cast<float>(g.j0), static_cast<float>(g.bins)};
+        pow2_range(x, 0, n, grid, g.bins + 3, table);
+    } else {
+        const Grid<double> grid{std::ldexp(1.0, -g.e), static_cast<double>(g.j0), static_cast<double>(g.bins)};
+        pow2_range(x, 0, n, grid, g.bins + 3, table);
+    }
+}
+
+void pow2_count(const double* x, i64 n, const Pow2Counter& g, i64* table) {
+    const Grid<double> grid{std::ldexp(1.0, -g.e), static_cast<double>(g.j0), static_cast<double>(g.bins)};
+    pow2_range(x, 0, n, grid, g.bins + 3, table);
+}
+
+void pow2_fold(const i64* table, i64 bins, i64* counts) {
+    const i64 stride = bins + 3;
+    for (i64 j = 0; j < kWays * stride; ++j) {
+        const i64 slot = j % stride;
+        if (slot < bins + 2) counts[slot] += table[j];
+    }
+}
+
+void histogram_pow2(const void* x, DType dtype, i64 n, int e, i64 j0, i64 bins, i64* counts, int num_threads) {
+    check_pow2_grid(e, j0, bins);
     const i64 stride = bins + 3;
     const i64 most = std::max<i64>(1, n / kMinPerThread);
     const int threads = static_cast<int>(std::min<i64>(clamp_threads(num_threads), most));
@@ -138,11 +167,7 @@ void histogram_pow2(const void* x, DType dtype, i64 n, int e, i64 j0, i64 bins, 
         const Grid<double> g{std::ldexp(1.0, -e), static_cast<double>(j0), static_cast<double>(bins)};
         run(data, n, g, stride, parts, threads);
     });
-    for (const auto& part : parts)
-        for (i64 j = 0; j < static_cast<i64>(part.size()); ++j) {
-            const i64 slot = j % stride;
-            if (slot < bins + 2) counts[slot] += part[j];
-        }
+    for (const auto& part : parts) pow2_fold(part.data(), bins, counts);
 }
 
 }  // namespace ls

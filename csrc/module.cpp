@@ -13,6 +13,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -93,7 +94,7 @@ py::array_t<T> empty(std::vector<py::ssize_t> shape) {
 // nan, inf, sample_mean), all ten arrays views of ONE cached buffer: one allocation and no dict per call.
 py::tuple channel_reduce_py(const py::buffer& x, const std::string& dtype,
                                   const py::array_t<double, py::array::c_style | py::array::forcecast>& thresholds,
-                                  int threads) {
+                                  int threads, const py::object& hist) {
     const DType dt = parse_dtype(dtype);
     const py::buffer_info info = request(x, dt, 3, "channel_reduce: x [N, C, S]");
     const i64 n = info.shape[0], c = info.shape[1], s = info.shape[2];
@@ -115,15 +116,29 @@ py::tuple channel_reduce_py(const py::buffer& x, const std::string& dtype,
     const ReduceOut out{ip, fp, fp + c, fp + 2 * c, fp + 3 * c, ip + c, ip + 4 * c, ip + 2 * c, ip + 3 * c,
                         fp + 4 * c};
     const double* thr = thresholds.data();
+    // the fused histogram: hist = (e, j0, bins) of a power-of-two grid, or None
+    Pow2Counter grid{0, 0, 0};
+    py::object counts = py::none();
+    i64* hist_counts = nullptr;
+    if (!hist.is_none()) {
+        const auto g = hist.cast<std::tuple<int, i64, i64>>();
+        grid = Pow2Counter{std::get<0>(g), std::get<1>(g), std::get<2>(g)};
+        check_pow2_grid(grid.e, grid.j0, grid.bins);
+        auto arr = empty<i64>({grid.bins + 2});
+        std::fill_n(arr.mutable_data(), grid.bins + 2, i64(0));
+        hist_counts = arr.mutable_data();
+        counts = arr;
+    }
     {
         py::gil_scoped_release release;
-        channel_reduce(view, thr, num_thr, out, threads);
+        channel_reduce(view, thr, num_thr, out, threads, hist_counts ? &grid : nullptr, hist_counts);
     }
     const auto ints = [&](i64* q) { return py::array_t<i64>({c}, q, owner); };
     const auto floats = [&](double* q) { return py::array_t<double>({c}, q, owner); };
     return py::make_tuple(ints(out.count), floats(out.mean), floats(out.m2), floats(out.min), floats(out.max),
                           ints(out.zeros), py::array_t<i64>({static_cast<i64>(num_thr), c}, out.above, owner),
-                          ints(out.nan), ints(out.inf), py::array_t<double>({n, c}, out.sample_mean, owner));
+                          ints(out.nan), ints(out.inf), py::array_t<double>({n, c}, out.sample_mean, owner),
+                          counts);
 }
 
 py::array histogram_py(const py::buffer& x, const std::string& dtype, i64 bins, double lo, double hi,
@@ -357,9 +372,10 @@ PYBIND11_MODULE(_C, m) {
     m.doc() = "layerscope native kernels (C++17, OpenMP): fused channel reduction, histogram, linear scan, "
               "in-place accumulator updates (coverage, moments merge)";
     m.def("channel_reduce", &ls::channel_reduce_py, py::arg("x"), py::arg("dtype"), py::arg("thresholds"),
-          py::arg("threads"),
+          py::arg("threads"), py::arg("hist") = py::none(),
           "Per-channel statistics of x, a 3-D buffer read as [N, C, S] with any strides: a tuple in "
-          "ChannelStats field order, views of one buffer.");
+          "ChannelStats field order (views of one buffer), then the counts [bins + 2] of every value on "
+          "the power-of-two grid hist = (e, j0, bins) as histogram_pow2 gives them, or None.");
     m.def("histogram", &ls::histogram_py, py::arg("x"), py::arg("dtype"), py::arg("bins"), py::arg("lo"),
           py::arg("hi"), py::arg("threads"), "int64 counts of the values of a 1-D contiguous buffer.");
     m.def("histogram_pow2", &ls::histogram_pow2_py, py::arg("x"), py::arg("dtype"), py::arg("e"), py::arg("j0"),

@@ -41,6 +41,7 @@ struct ChannelAcc {
     int num_thr = 0;
     std::vector<double> count, ref, rel, m2, min, max;  // count: float64 while accumulating; mean = ref + rel
     std::vector<i64> zeros, nan, inf, above;        // above: [T, c]
+    std::vector<i64> table;                         // the fused histogram's counts (Pow2Counter table)
 
     void init(i64 first, i64 channels, int thresholds) {
         c0 = first, c = channels, num_thr = thresholds;
@@ -78,8 +79,9 @@ class Reducer {
     using E = acc_t<In>;
 
 public:
-    Reducer(const Strided3& x, const double* thr, int num_thr, int threads)
-        : x_(x), in_(static_cast<const In*>(x.data)), num_thr_(num_thr), threads_(threads), thr_(num_thr) {
+    Reducer(const Strided3& x, const double* thr, int num_thr, int threads, const Pow2Counter* hist)
+        : x_(x), in_(static_cast<const In*>(x.data)), num_thr_(num_thr), threads_(threads), thr_(num_thr),
+          hist_(hist) {
         for (int t = 0; t < num_thr; ++t) thr_[t] = round_down<E>(thr[t]);
         channels_last_ = x.s == 1 || (x.c != 1 && std::llabs(x.sc) < std::llabs(x.ss));
         if (channels_last_) plan_rows();
@@ -89,7 +91,7 @@ public:
             groups_ = std::max<i64>(1, std::min(groups_, kMaxGroupCells / std::max<i64>(x.c, 1)));
     }
 
-    void run(const ReduceOut& out) {
+    void run(const ReduceOut& out, i64* hist_counts) {
         std::vector<ChannelAcc> acc(groups_);
         out_ = &out;
         if (x_.s == 0) std::fill_n(out.sample_mean, x_.n * x_.c, std::numeric_limits<double>::quiet_NaN());
@@ -106,6 +108,7 @@ public:
             for (i64 g = 0; g < groups_; ++g) {
                 if (!scratch) continue;
                 error.run([&] {
+                    if (hist_) acc[g].table.assign(static_cast<std::size_t>(pow2_table_size(hist_->bins)), 0);
                     i64 u0, u1;
                     split_range(units_, static_cast<int>(groups_), static_cast<int>(g), u0, u1);
                     if (channels_last_) run_rows(acc[g], *scratch, u0, u1);
@@ -115,6 +118,9 @@ public:
         }
         error.rethrow();
         finish(acc, out);
+        if (hist_)
+            for (const ChannelAcc& a : acc)
+                if (!a.table.empty()) pow2_fold(a.table.data(), hist_->bins, hist_counts);
     }
 
 private:
@@ -122,6 +128,7 @@ private:
     const In* in_;
     int num_thr_, threads_;
     std::vector<E> thr_;
+    const Pow2Counter* hist_;  // the fused histogram's grid, or null
     bool channels_last_ = false;
     i64 units_ = 0, groups_ = 1;
     i64 chunks_ = 1, chunk_len_ = 1;  // pieces of one (sample, channel) run, for parallelism
@@ -243,6 +250,8 @@ private:
             }
         }
         acc.add(ch, p, sc.above.data(), 1);
+        if (hist_)
+            for (i64 r = 0; r < rows; ++r) pow2_count(v + r * ld, len, *hist_, acc.table.data());
     }
 
     // Compute-type values of the runs: the input itself when it is, with unit stride; else a copy.
@@ -326,6 +335,8 @@ private:
         TileScratch<E>& ts = sc.tile;
         const i64 group_rows = unit_at < 0 ? x_.s : rows;
         const bool finite = tile_fast(v, rows, ld, width, group_rows, thr_.data(), num_thr_, ts);
+        if (hist_)
+            for (i64 r = 0; r < rows; ++r) pow2_count(v + r * ld, width, *hist_, acc.table.data());
         if (finite) {
             acc.add_tile(c0, ts, rows, width);
         } else {
@@ -402,10 +413,11 @@ private:
 }  // namespace
 
 void channel_reduce(const Strided3& x, const double* thresholds, int num_thresholds, const ReduceOut& out,
-                    int num_threads) {
+                    int num_threads, const Pow2Counter* hist, i64* hist_counts) {
+    if (hist) check_pow2_grid(hist->e, hist->j0, hist->bins);
     dispatch(x.dtype, [&](auto tag) {
         using In = decltype(tag);
-        Reducer<In>(x, thresholds, num_thresholds, clamp_threads(num_threads)).run(out);
+        Reducer<In>(x, thresholds, num_thresholds, clamp_threads(num_threads), hist).run(out, hist_counts);
     });
 }
 

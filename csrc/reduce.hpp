@@ -2,6 +2,7 @@
 #pragma once
 
 #include "common.hpp"
+#include "histogram.hpp"
 
 namespace ls {
 
@@ -29,7 +30,9 @@ struct ReduceOut {
 };
 
 // thresholds: T float64 values; the count "above" is of finite x with x > t, compared exactly.
+// hist (optional): also count every value on that power-of-two grid while it is in cache, into
+// hist_counts[bins + 2] (zeroed by the caller), exactly as histogram_pow2 does.
 void channel_reduce(const Strided3& x, const double* thresholds, int num_thresholds, const ReduceOut& out,
-                    int num_threads);
+                    int num_threads, const Pow2Counter* hist = nullptr, i64* hist_counts = nullptr);
 
 }  // namespace ls

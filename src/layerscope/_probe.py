@@ -53,6 +53,12 @@ class _Layer:
         return [a for a in self.accumulators.values() if getattr(a, "needs_grad", False)]
 
 
+def _fused_grid(layer: _Layer) -> tuple[int, int, int] | None:
+    """The histogram grid the layer's reduction may count on in the same read (see ``kernels.channel_reduce``)."""
+    hist = layer.accumulators.get("histogram")
+    return None if hist is None else hist.fused_grid()
+
+
 class Probe:
     """Stream statistics of the selected layers of ``model`` while the caller runs forward passes.
 
@@ -167,7 +173,7 @@ class Probe:
         layer = self._layers.get(name) or self._new_layer(name, module, tensor)
         view = make_view(tensor.detach(), layer.layout)
         with torch.no_grad():
-            reduced = channel_reduce(view, layer.thresholds, self.backend)
+            reduced = channel_reduce(view, layer.thresholds, self.backend, histogram_grid=_fused_grid(layer))
             for acc in layer.accumulators.values():
                 acc.update(view, reduced)
         if tensor.requires_grad and layer.grad_accumulators:

@@ -181,3 +181,63 @@ def test_bad_arguments_raise_config_error():
 def test_every_backend_has_a_reference_or_falls_back():
     backend, _ = kernels.select_backend(torch.device("cpu"), torch.float32, kernel="histogram_pow2")
     assert backend.name in {"native", "torch"}
+
+
+# The fused form: channel_reduce(view, thresholds, histogram_grid=...) counts in the reduction's own read.
+def _fused(x: torch.Tensor, channels_last: bool, e: int, offset: int, bins: int, threads: int = 2):
+    from layerscope.capture.layout import Axis, LayoutView
+
+    view = LayoutView(x, channels_last, Axis.SPACE, (x.shape[1] if channels_last else x.shape[2],))
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return kernels.channel_reduce(view, (0.0,), backend="native", histogram_grid=(e, offset, bins))
+    finally:
+        torch.set_num_threads(old)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("e", "offset", "bins"), GRIDS[:6])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_counts_equal_the_exact_reference(dtype, e, offset, bins, channels_last):
+    flat = adversarial(dtype, e, offset, bins)
+    n = flat.numel() - flat.numel() % 6
+    x = flat[:n].reshape(2, 3, -1)  # [N, C, S]; channels last: the same values as [N, S, C]
+    x = x.transpose(1, 2).contiguous() if channels_last else x
+    got = _fused(x, channels_last, e, offset, bins)
+    assert got.histogram_grid == (e, offset, bins) and got.histogram.shape == (bins + 2,)
+    np.testing.assert_array_equal(got.histogram[:bins].numpy(), exact_counts(x, e, offset, bins))
+    # then the finite values below and above the window, as histogram_pow2's kernel counts them
+    v = x.double().reshape(-1)
+    v = v[torch.isfinite(v)]
+    j = torch.floor(v / math.ldexp(1.0, e))
+    j = torch.where((j == 0) & (v < 0), -1.0, j) - offset
+    assert got.histogram[bins:].tolist() == [int((j < 0).sum()), int((j >= bins).sum())]
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape,channels_last", [((64, 16, 300), False), ((4, 5000, 3), False),
+                                                 ((8, 700, 300), True), ((2, 3, 9000), False)])
+def test_fused_counts_on_strided_and_long_inputs(threads, shape, channels_last):
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape, generator=g).relu()
+    x[0].view(-1)[::17] = float("nan")
+    src = x[:, :, ::2] if not channels_last else x[:, ::2, :]  # non-contiguous runs / rows
+    got = _fused(src, channels_last, -4, -3, 80, threads)
+    np.testing.assert_array_equal(got.histogram[:80].numpy(), numpy_counts(src, -4, -3, 80))
+
+
+@needs_native
+def test_fused_grid_is_checked():
+    with pytest.raises(ValueError, match="bins"):
+        _fused(torch.randn(2, 3, 4), False, 0, 0, 0)
+
+
+def test_backends_without_the_fused_count_leave_it_to_the_caller():
+    from layerscope.capture.layout import Axis, LayoutView
+
+    view = LayoutView(torch.randn(2, 3, 4), False, Axis.SPACE, (4,))
+    got = kernels.channel_reduce(view, (0.0,), backend="torch", histogram_grid=(0, 0, 8))
+    assert got.histogram is None and got.histogram_grid is None

@@ -301,3 +301,30 @@ def test_local_exact_path_agrees_with_the_kernel(seed: int, monkeypatch) -> None
     for x in batches:
         feed(local, torch.from_numpy(x))
     assert grid(local) == grid(with_kernel)
+
+
+def _native_ok() -> bool:
+    return kernels.BACKENDS.get("native").available(torch.device("cpu"), torch.float32)[0]
+
+
+@pytest.mark.skipif(not _native_ok(), reason="needs the compiled extension")
+def test_counts_taken_in_the_reduction_read_equal_a_separate_pass() -> None:
+    # batches inside the grid (counted in the reduction's read) and batches past it (grid grows: recount)
+    from layerscope.stats.histogram import AdaptiveHistogram
+
+    g = torch.Generator().manual_seed(5)
+    scales = [1.0, 0.5, 4.0, 1.0, 0.25, 9.0, 2.0]
+    fused, separate = AdaptiveHistogram(bins=48), AdaptiveHistogram(bins=48)
+    used = []
+    for s in scales:
+        x = torch.randn(6, 5, 77, generator=g) * s
+        x[1, 2, ::9] = float("nan")
+        view = make_view(x, Layout(1, Axis.TIME))
+        red = kernels.channel_reduce(view, (0.0,), backend="native", histogram_grid=fused.fused_grid())
+        used.append(red.histogram is not None)
+        fused.update(view, red)
+        separate.update(view, kernels.channel_reduce(view, (0.0,), backend="torch"))
+        assert (fused.exponent, fused.offset) == (separate.exponent, separate.offset)
+        assert torch.equal(fused.counts, separate.counts)
+    assert used == [False] + [True] * (len(scales) - 1)
+    assert fused.total == separate.total == len(scales) * (6 * 5 * 77 - 9)  # every finite value, once

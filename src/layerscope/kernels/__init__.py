@@ -69,6 +69,8 @@ class Backend:
     # (x, exponent, offset, bins) → int64 [bins]; see :func:`histogram_pow2`
     histogram_pow2: Callable[[torch.Tensor, int, int, int], torch.Tensor] | None = None
     state: StateKernels | None = None  # for accumulator state (float64 / int64 / bool) on a device
+    # channel_reduce also takes histogram_grid=(exponent, offset, bins) and counts in the same read
+    fused_histogram: bool = False
 
 
 BACKENDS: Registry[Backend] = Registry("kernel backend")
@@ -142,9 +144,21 @@ def _preferred(device: torch.device, dtype: torch.dtype, kernel: str) -> tuple[B
     raise ConfigError(f"no kernel backend runs {kernel} on {device.type}/{dtype}: {'; '.join(reasons)}")
 
 
-def channel_reduce(view: LayoutView, thresholds: Sequence[float], backend: str | None = None) -> ChannelStats:
-    """Per-channel statistics of one activation in one read (see :class:`ChannelStats`)."""
+def channel_reduce(
+    view: LayoutView,
+    thresholds: Sequence[float],
+    backend: str | None = None,
+    histogram_grid: tuple[int, int, int] | None = None,
+) -> ChannelStats:
+    """Per-channel statistics of one activation in one read (see :class:`ChannelStats`).
+
+    ``histogram_grid = (exponent, offset, bins)``: a backend that can (the native one) also counts the
+    values on that power-of-two grid in the same read, as :func:`histogram_pow2` would
+    (``ChannelStats.histogram``); other backends leave ``histogram`` None and the caller counts apart.
+    """
     chosen, _ = select_backend(view.data.device, view.data.dtype, backend)
+    if histogram_grid is not None and chosen.fused_histogram:
+        return chosen.channel_reduce(view, thresholds, histogram_grid=histogram_grid)
     return chosen.channel_reduce(view, thresholds)
 
 

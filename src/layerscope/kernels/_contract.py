@@ -25,6 +25,10 @@ class ChannelStats:
     inf     int64   [C]     +Inf and −Inf
     sample_mean float64 [N, C]  per-sample channel mean over the finite positions (NaN where none):
                             the "neuron" value of the coverage criteria.
+    histogram   int64 [bins + 2] or None   when the caller asked for a power-of-two grid
+                            ``histogram_grid = (exponent, offset, bins)`` and the backend counts in the
+                            same read: :func:`layerscope.kernels.histogram_pow2`'s counts of every finite
+                            value, then the finite values below and above the window. None otherwise.
     """
 
     count: torch.Tensor
@@ -37,3 +41,5 @@ class ChannelStats:
     nan: torch.Tensor
     inf: torch.Tensor
     sample_mean: torch.Tensor
+    histogram: torch.Tensor | None = None
+    histogram_grid: tuple[int, int, int] | None = None

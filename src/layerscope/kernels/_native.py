@@ -79,12 +79,17 @@ def as_array(t: torch.Tensor) -> np.ndarray:
     return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
-def channel_reduce_native(view: LayoutView, thresholds: Sequence[float]) -> ChannelStats:
+def channel_reduce_native(
+    view: LayoutView, thresholds: Sequence[float], histogram_grid: tuple[int, int, int] | None = None
+) -> ChannelStats:
     x = view.ncs()  # [N, C, S]: a strided view for channels-last data; the kernel reads either order
     thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    # a tuple in ChannelStats field order: ten NumPy views of one buffer
-    out = _C.channel_reduce(as_array(x), _TAGS[x.dtype], thr, torch.get_num_threads())
-    return ChannelStats(*map(torch.from_numpy, out))
+    # ten NumPy views of one buffer in ChannelStats field order, then the fused histogram's counts (or None)
+    *fields, counts = _C.channel_reduce(as_array(x), _TAGS[x.dtype], thr, torch.get_num_threads(), histogram_grid)
+    if counts is None:
+        return ChannelStats(*map(torch.from_numpy, fields))
+    return ChannelStats(*map(torch.from_numpy, fields), histogram=torch.from_numpy(counts),
+                        histogram_grid=histogram_grid)
 
 
 def histogram_native(x: torch.Tensor, bins: int, lo: float, hi: float) -> torch.Tensor:
@@ -160,5 +165,6 @@ BACKENDS.register("native")(
         scan=ScanKernels(scan_forward_native, scan_backward_native),
         histogram_pow2=histogram_pow2_native,
         state=StateKernels(coverage_update_native, moments_merge_native),
+        fused_histogram=True,
     )
 )

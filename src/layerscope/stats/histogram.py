@@ -165,6 +165,11 @@ class AdaptiveHistogram:
         self.exponent, self.min, self.max = new_e, new_min, new_max
 
     # -- streaming -------------------------------------------------------------------------------
+    def fused_grid(self) -> tuple[int, int, int] | None:
+        """``(exponent, offset, bins)`` of the current grid, for a reduction that counts in its own read
+        (None before the first finite value: the first batch sets the grid)."""
+        return None if self.exponent is None else (self.exponent, self.offset, self.bins)
+
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
         # The fused reduction already holds the finite extremes of each channel: one sync, no extra pass.
         if reduced.min.numel() == 0:
@@ -172,7 +177,12 @@ class AdaptiveHistogram:
         lo, hi = float(reduced.min.min()), float(reduced.max.max())
         if not lo <= hi:  # no finite value in this batch
             return
+        before = self.fused_grid()
         self._grow(lo, hi, view.data.device)
+        if reduced.histogram is not None and reduced.histogram_grid == before == self.fused_grid():
+            # counted during the reduction's read on this very grid, and every value fell inside it
+            self.counts += reduced.histogram[: self.bins].to(self.counts.device)
+            return
         self.counts += bin_values(view.data, self.exponent, self.offset, self.bins).to(self.counts.device)
 
     def merge(self, other: Self) -> None:
