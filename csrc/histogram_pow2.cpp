@@ -85,6 +85,44 @@ LS_INLINE void count_range_impl(const In* x, i64 begin, i64 end, const Grid<F>& 
     }
 }
 
+// rows × len values, row r at x + r·ld, counted into counts; the slot buffer fills across rows, so short
+// rows (the runs of a small feature map) cost no more per value than one long range.
+template <class In, class F>
+LS_INLINE void count_rows_impl(const In* x, i64 rows, i64 ld, i64 len, const Grid<F>& g, i64 stride,
+                               i64* counts) {
+    alignas(64) std::int32_t slot[kChunk];
+    alignas(64) F buf[kChunk];
+    i64 filled = 0;
+    for (i64 r = 0; r < rows; ++r) {
+        const In* row = x + r * ld;
+        for (i64 i = 0; i < len;) {
+            const i64 take = std::min(kChunk - filled, len - i);
+            const F* v;
+            if constexpr (std::is_same_v<In, F>) {
+                v = row + i;
+            } else {
+                for (i64 k = 0; k < take; ++k) buf[k] = static_cast<F>(row[i + k]);
+                v = buf;
+            }
+            slots(v, take, g, slot + filled);
+            filled += take, i += take;
+            if (filled == kChunk) count_slots(slot, filled, stride, counts), filled = 0;
+        }
+    }
+    count_slots(slot, filled, stride, counts);
+}
+
+LS_CLONES void pow2_rows(const float* x, i64 rows, i64 ld, i64 len, const Grid<float>& g, i64 stride, i64* counts) {
+    count_rows_impl(x, rows, ld, len, g, stride, counts);
+}
+LS_CLONES void pow2_rows(const float* x, i64 rows, i64 ld, i64 len, const Grid<double>& g, i64 stride, i64* counts) {
+    count_rows_impl(x, rows, ld, len, g, stride, counts);
+}
+LS_CLONES void pow2_rows(const double* x, i64 rows, i64 ld, i64 len, const Grid<double>& g, i64 stride,
+                         i64* counts) {
+    count_rows_impl(x, rows, ld, len, g, stride, counts);
+}
+
 #define LS_POW2_RANGE(T, F)                                                                              \
     LS_CLONES void pow2_range(const T* x, i64 begin, i64 end, const Grid<F>& g, i64 stride, i64* counts) { \
         count_range_impl(x, begin, end, g, stride, counts);                                              \
@@ -124,19 +162,19 @@ void check_pow2_grid(int e, i64 j0, i64 bins) {
 
 i64 pow2_table_size(i64 bins) { return kWays * (bins + 3); }
 
-void pow2_count(const float* x, i64 n, const Pow2Counter& g, i64* table) {
+void pow2_count(const float* x, i64 rows, i64 ld, i64 len, const Pow2Counter& g, i64* table) {
     if (float32_grid(DType::f32, g.e, g.j0, g.bins)) {
         const Grid<float> grid{std::ldexp(1.0f, -g.e), static_cast<float>(g.j0), static_cast<float>(g.bins)};
-        pow2_range(x, 0, n, grid, g.bins + 3, table);
+        pow2_rows(x, rows, ld, len, grid, g.bins + 3, table);
     } else {
         const Grid<double> grid{std::ldexp(1.0, -g.e), static_cast<double>(g.j0), static_cast<double>(g.bins)};
-        pow2_range(x, 0, n, grid, g.bins + 3, table);
+        pow2_rows(x, rows, ld, len, grid, g.bins + 3, table);
     }
 }
 
-void pow2_count(const double* x, i64 n, const Pow2Counter& g, i64* table) {
+void pow2_count(const double* x, i64 rows, i64 ld, i64 len, const Pow2Counter& g, i64* table) {
     const Grid<double> grid{std::ldexp(1.0, -g.e), static_cast<double>(g.j0), static_cast<double>(g.bins)};
-    pow2_range(x, 0, n, grid, g.bins + 3, table);
+    pow2_rows(x, rows, ld, len, grid, g.bins + 3, table);
 }
 
 void pow2_fold(const i64* table, i64 bins, i64* counts) {

@@ -250,8 +250,7 @@ private:
             }
         }
         acc.add(ch, p, sc.above.data(), 1);
-        if (hist_)
-            for (i64 r = 0; r < rows; ++r) pow2_count(v + r * ld, len, *hist_, acc.table.data());
+        if (hist_) pow2_count(v, rows, ld, len, *hist_, acc.table.data());
     }
 
     // Compute-type values of the runs: the input itself when it is, with unit stride; else a copy.
@@ -335,8 +334,7 @@ private:
         TileScratch<E>& ts = sc.tile;
         const i64 group_rows = unit_at < 0 ? x_.s : rows;
         const bool finite = tile_fast(v, rows, ld, width, group_rows, thr_.data(), num_thr_, ts);
-        if (hist_)
-            for (i64 r = 0; r < rows; ++r) pow2_count(v + r * ld, width, *hist_, acc.table.data());
+        if (hist_) pow2_count(v, rows, ld, width, *hist_, acc.table.data());
         if (finite) {
             acc.add_tile(c0, ts, rows, width);
         } else {
