@@ -74,30 +74,9 @@ _MERGE_KEYS = ("kind", "length", "spatial_shape", "fs", "thresholds", "stream", 
 _STREAM_TENSORS = ("stream_buffer", "stream_power")
 
 
-def _uniform_increments(name: str) -> property:
-    """A per-channel int64 state tensor whose additions that are the same for every channel (an
-    all-finite batch adds N·S values and the same number of segments to each) are kept as a Python
-    int and folded in when the tensor is read: one kernel fewer per batch, the same values."""
-
-    def read(self: ChannelSpectrum) -> torch.Tensor | None:
-        tensor, pending = self._lazy[name], self._pending[name]
-        if pending and tensor is not None:
-            tensor = self._lazy[name] = tensor + pending  # out of place: it may be an inference tensor
-            self._pending[name] = 0
-        return tensor
-
-    def write(self: ChannelSpectrum, value: torch.Tensor | None) -> None:
-        self._lazy[name], self._pending[name] = value, 0
-
-    return property(read, write)
-
-
 @ACCUMULATORS.register("spectrum")
 class ChannelSpectrum:
     """Streaming per-channel power spectrum (Welch over time, radial over H×W, optional stream)."""
-
-    segments = _uniform_increments("segments")  # (C,) int64 segments (Welch) or samples (radial)
-    count = _uniform_increments("count")  # (C,) int64 finite values seen
 
     def __init__(
         self,
@@ -131,9 +110,9 @@ class ChannelSpectrum:
         self.spatial_shape: tuple[int, ...] = ()
         self.skipped = 0
         # every tensor is None until the first update
-        self._lazy: dict[str, torch.Tensor | None] = {"segments": None, "count": None}
-        self._pending = {"segments": 0, "count": 0}  # see _uniform_increments
         self.power: torch.Tensor | None = None  # (C, F) float64 Σ|X|² (Welch) or ring sums (radial)
+        self.segments: torch.Tensor | None = None  # (C,) int64 segments (Welch) or samples (radial)
+        self.count: torch.Tensor | None = None  # (C,) int64 finite values seen
         self.min: torch.Tensor | None = None  # (C,) float64
         self.max: torch.Tensor | None = None  # (C,) float64
         self.above: torch.Tensor | None = None  # (T, C) int64 values > thresholds[t]
@@ -154,10 +133,9 @@ class ChannelSpectrum:
                 f"channel count changed from {self.power.shape[0]} to {reduced.count.shape[0]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
-        values = view.num_samples * view.num_positions
-        # else rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
-        finite = self.kind != "none" and int(reduced.count.min()) == values
-        self._absorb_reduction(reduced, values if finite else None)
+        # False also when rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
+        finite = self.kind != "none" and int(reduced.count.min()) == view.num_samples * view.num_positions
+        self._absorb_reduction(reduced)
         if self.kind == "welch":
             self._update_welch(view, reduced, finite)
         elif self.kind == "radial":
@@ -186,12 +164,8 @@ class ChannelSpectrum:
             self.stream_buffer = torch.zeros(c, self.stream_nperseg, dtype=torch.float64, device=dev)
             self.stream_power = torch.zeros(c, self.stream_nperseg // 2 + 1, dtype=torch.float64, device=dev)
 
-    def _absorb_reduction(self, reduced: ChannelStats, values: int | None) -> None:
-        """Counts, extremes and threshold counts (``values``: the count of every channel when all finite)."""
-        if values is None:
-            self.count = self.count + reduced.count
-        else:
-            self._pending["count"] += values
+    def _absorb_reduction(self, reduced: ChannelStats) -> None:
+        self.count += reduced.count
         torch.minimum(self.min, reduced.min, out=self.min)
         torch.maximum(self.max, reduced.max, out=self.max)
         if reduced.above.shape[0] == self.above.shape[0]:
@@ -201,11 +175,11 @@ class ChannelSpectrum:
         """Add one batch's sums; a channel with a NaN or ±Inf in this batch adds nothing."""
         if finite:
             self.power += power
-            self._pending["segments"] += n_seg
+            self.segments += n_seg
             return
         ok = (reduced.nan + reduced.inf) == 0  # (C,)
         self.power += torch.where(ok[:, None], power, 0.0)
-        self.segments = self.segments + ok.to(torch.int64) * n_seg
+        self.segments += ok.to(torch.int64) * n_seg
 
     def _subsample(self, x: torch.Tensor) -> torch.Tensor:
         """At most ``max_samples`` samples, evenly spaced through the batch (a view: ``x[::step]``)."""
