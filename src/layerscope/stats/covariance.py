@@ -45,19 +45,6 @@ from ._scratch import Scratch
 DEFAULT_MAX_CHANNELS = 1024
 
 
-def comoment_combine(
-    n_a: int, mean_a: torch.Tensor, m_a: torch.Tensor, n_b: int, mean_b: torch.Tensor, m_b: torch.Tensor,
-) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """Chan et al. (1979) for co-moment matrices: combine ``(n, μ [C], M [C, C])`` of two disjoint parts."""
-    n = n_a + n_b
-    if n == 0:
-        return 0, mean_a, m_a
-    delta = mean_b - mean_a  # (C,)
-    mean = mean_a + delta * (n_b / n)
-    comoment = m_a + m_b + torch.outer(delta, delta) * (n_a * n_b / n)
-    return n, mean, comoment
-
-
 def kept_channels(channels: int, cap: int) -> torch.Tensor:
     """Indices of the tracked channels: all of them, or ``cap`` evenly spaced ones."""
     if channels <= cap:
@@ -176,7 +163,8 @@ class ChannelCovariance:
             )
 
     def _absorb(self, n: int, mean: torch.Tensor, comoment: torch.Tensor) -> None:
-        """:func:`comoment_combine` into this accumulator's state, in place (two fused ops on [K, K])."""
+        """Chan et al.'s update (module docstring) into this accumulator's state, in place (two fused ops on
+        [K, K])."""
         if self.mean is None:
             self.count, self.mean, self.comoment = n, mean.clone(), comoment.clone()
             return
