@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,3 +43,10 @@ class ChannelStats:
     sample_mean: torch.Tensor
     histogram: torch.Tensor | None = None
     histogram_grid: tuple[int, int, int] | None = None
+    _all_finite: bool | None = field(default=None, init=False, repr=False, compare=False)
+
+    def all_finite(self) -> bool:
+        """Whether the batch held no NaN or ±Inf: one device sync, shared by every accumulator that asks."""
+        if self._all_finite is None:
+            self._all_finite = not bool((self.nan + self.inf).any())
+        return self._all_finite

@@ -81,7 +81,7 @@ class ChannelCovariance:
         step = sample_step(view.num_samples, self.max_samples)
         data = view.data[::step] if step > 1 else view.data  # (n, C, S) or (n, S, C): the samples used
         index = self._index_on(data.device)
-        if int(reduced.count.min()) == view.num_samples * view.num_positions:  # every value finite
+        if reduced.all_finite():
             mean = reduced.mean if step == 1 else self._rows_mean(reduced.sample_mean, step)  # (C,) float64
             self._absorb_rows(data, view.channels_last, index, mean if index is None else mean[index])
             return

@@ -113,7 +113,7 @@ class SpatialDensity:
         data = view.data[::step] if step > 1 else view.data  # (n, C, S) or (n, S, C): the samples used
         if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
             data = data.float()
-        if int(reduced.count.min()) == view.num_samples * view.num_positions:  # every value finite
+        if reduced.all_finite():
             sq = torch.mul(data, data, out=self._squares.get(tuple(data.shape), data.dtype, data.device))
             self._absorb(self._pool(self._sum_over_samples(view, sq)), None, data.shape[0])
             return

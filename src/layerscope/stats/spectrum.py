@@ -134,7 +134,7 @@ class ChannelSpectrum:
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
         # False also when rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
-        finite = self.kind != "none" and int(reduced.count.min()) == view.num_samples * view.num_positions
+        finite = self.kind != "none" and reduced.all_finite()
         self._absorb_reduction(reduced)
         if self.kind == "welch":
             self._update_welch(view, reduced, finite)
