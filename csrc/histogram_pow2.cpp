@@ -66,27 +66,9 @@ LS_INLINE void count_slots(const std::int32_t* slot, i64 len, i64 stride, i64* c
     for (; i < len; ++i) ++counts[slot[i]];
 }
 
-// Values [begin, end) of x counted into counts (kWays × stride), through float type F.
-template <class In, class F>
-LS_INLINE void count_range_impl(const In* x, i64 begin, i64 end, const Grid<F>& g, i64 stride, i64* counts) {
-    alignas(64) std::int32_t slot[kChunk];
-    alignas(64) F buf[kChunk];
-    for (i64 b = begin; b < end; b += kChunk) {
-        const i64 len = std::min(kChunk, end - b);
-        const F* v;
-        if constexpr (std::is_same_v<In, F>) {
-            v = x + b;
-        } else {
-            for (i64 i = 0; i < len; ++i) buf[i] = static_cast<F>(to_float(x[b + i]));
-            v = buf;
-        }
-        slots(v, len, g, slot);
-        count_slots(slot, len, stride, counts);
-    }
-}
-
-// rows × len values, row r at x + r·ld, counted into counts; the slot buffer fills across rows, so short
-// rows (the runs of a small feature map) cost no more per value than one long range.
+// rows × len values, row r at x + r·ld, counted into counts (kWays × stride) through float type F; the
+// slot buffer fills across rows, so short rows (the runs of a small feature map) cost no more per value
+// than one long range.
 template <class In, class F>
 LS_INLINE void count_rows_impl(const In* x, i64 rows, i64 ld, i64 len, const Grid<F>& g, i64 stride,
                                i64* counts) {
@@ -101,7 +83,7 @@ LS_INLINE void count_rows_impl(const In* x, i64 rows, i64 ld, i64 len, const Gri
             if constexpr (std::is_same_v<In, F>) {
                 v = row + i;
             } else {
-                for (i64 k = 0; k < take; ++k) buf[k] = static_cast<F>(row[i + k]);
+                for (i64 k = 0; k < take; ++k) buf[k] = static_cast<F>(to_float(row[i + k]));
                 v = buf;
             }
             slots(v, take, g, slot + filled);
@@ -125,7 +107,7 @@ LS_CLONES void pow2_rows(const double* x, i64 rows, i64 ld, i64 len, const Grid<
 
 #define LS_POW2_RANGE(T, F)                                                                              \
     LS_CLONES void pow2_range(const T* x, i64 begin, i64 end, const Grid<F>& g, i64 stride, i64* counts) { \
-        count_range_impl(x, begin, end, g, stride, counts);                                              \
+        count_rows_impl(x + begin, 1, 0, end - begin, g, stride, counts);                                \
     }
 LS_POW2_RANGE(float, float)
 LS_POW2_RANGE(f16, float)
