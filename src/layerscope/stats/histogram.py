@@ -178,7 +178,9 @@ class AdaptiveHistogram:
         if not lo <= hi:  # no finite value in this batch
             return
         before = self.fused_grid()
-        self._grow(lo, hi, view.data.device)
+        if self.counts is None or not (self.min <= lo and hi <= self.max):
+            # else the grid stays: it is a function of (min, max) alone (see the module docstring)
+            self._grow(lo, hi, view.data.device)
         if reduced.histogram is not None and reduced.histogram_grid == before == self.fused_grid():
             # counted during the reduction's read on this very grid, and every value fell inside it
             self.counts += reduced.histogram[: self.bins].to(self.counts.device)
