@@ -176,33 +176,32 @@ bool has_avx512() {
     return yes;
 }
 
-// Counts the slots buf[0, n): when there is a joint table, in pairs (buf[k + i], buf[k + 16 + i]) of
-// each 32, the last n mod 32 moved to the front of buf (returns how many; buf has room for 32 past n);
-// else one by one. Inlined: a call would spill the vector constants of the loop around it.
-LS_AVX512 LS_INLINE i64 count_buffer(std::int32_t* buf, i64 n, const Table& t) {
-    if (!t.joint) {
-        count_slots(buf, n, t.slots, t.ways);
-        return 0;
-    }
+// ++joint[·] for the two pair indices at p (one load fetches both).
+LS_AVX512 LS_INLINE void count_two(const std::int32_t* p, u32* joint) {
+    std::uint64_t two;
+    std::memcpy(&two, p, sizeof two);
+    ++joint[static_cast<std::uint32_t>(two)];
+    ++joint[two >> 32];
+}
+
+// Pair indices a·S + b into out for the slots (a, b) = (buf[k + i], buf[k + 16 + i]) of each whole 32
+// of buf[0, n); the last n mod 32 slots move to the front of buf and n becomes their count (buf has
+// room for 32 past n). Returns the number of pairs, a multiple of 16, already added to the pending
+// count (the joint table flushed first if they would not fit).
+LS_AVX512 LS_INLINE i64 make_pairs(std::int32_t* buf, i64& n, const Table& t, std::int32_t* out) {
     const i64 full = n & ~i64(31), pairs = full / 2;
     if (*t.pending + pairs > kMaxPending) flush_joint(t);
     *t.pending += pairs;
     const __m512i s = _mm512_set1_epi32(static_cast<int>(t.slots));
-    for (i64 k = 0; k < full; k += 32) {  // pair indices a·S + b, written over the slots already read
+    for (i64 k = 0; k < full; k += 32) {
         const __m512i a = _mm512_load_si512(buf + k), b = _mm512_load_si512(buf + k + 16);
-        _mm512_store_si512(buf + k / 2, _mm512_add_epi32(_mm512_mullo_epi32(a, s), b));
-    }
-    u32* joint = t.joint;
-    for (i64 i = 0; i < pairs; i += 2) {  // pairs is even; one load fetches two indices
-        std::uint64_t two;
-        std::memcpy(&two, buf + i, sizeof two);
-        ++joint[static_cast<std::uint32_t>(two)];
-        ++joint[two >> 32];
+        _mm512_store_si512(out + k / 2, _mm512_add_epi32(_mm512_mullo_epi32(a, s), b));
     }
     const __m512i rest0 = _mm512_load_si512(buf + full), rest1 = _mm512_load_si512(buf + full + 16);
     _mm512_store_si512(buf, rest0);
     _mm512_store_si512(buf + 16, rest1);
-    return n - full;
+    n -= full;
+    return pairs;
 }
 
 // The slots of 16 values (as slots() gives them): floor being monotonic, the bin of v·2**−e clamped to
@@ -222,13 +221,19 @@ LS_AVX512 LS_INLINE __m512i slots16(__m512 v, const Slots16& g) {
     return _mm512_mask_mov_epi32(_mm512_sub_epi32(bin, g.base), _mm512_fpclass_ps_mask(v, 0x99), g.bad);  // NaN, ±Inf
 }
 
+// The buffer of slots is counted in pairs while the slots of the next buffer are computed: each 16
+// values computed, 8 pairs of the last buffer are counted (16 values add at most 8 pairs), so that the
+// loads and stores of the increments overlap the vector work instead of following it (−13% time on
+// normal data). Without a joint table (many bins) the buffer is counted one slot at a time, when full.
 LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Grid<float>& g, i64 hot_slot,
                             const Table& t) {
-    alignas(64) std::int32_t buf[kChunk + 48];  // + one vector of slots, + room for count_buffer's move
+    alignas(64) std::int32_t buf[kChunk + 48];         // + one vector of slots, + room for make_pairs' move
+    alignas(64) std::int32_t pair[(kChunk + 16) / 2];  // pair indices of the last buffer
     const Slots16 s16{_mm512_set1_ps(g.scale), _mm512_set1_ps(g.base), _mm512_set1_ps(g.base + g.nb + 1),
                       _mm512_set1_epi32(static_cast<int>(g.base)), _mm512_set1_epi32(static_cast<int>(g.nb) + 2)};
     const __m512i hot = _mm512_set1_epi32(static_cast<int>(hot_slot));
-    i64 n = 0, hot_count = 0;
+    u32* joint = t.joint;
+    i64 n = 0, hot_count = 0, pairs = 0, done = 0;  // done: pairs counted so far
     for (i64 r = 0; r < rows; ++r) {
         const float* row = x + r * ld;
         for (i64 i = 0; i < len; i += 16) {
@@ -241,10 +246,25 @@ LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Gri
             hot_count += _mm_popcnt_u32(valid ^ keep);
             _mm512_storeu_si512(buf + n, _mm512_maskz_compress_epi32(keep, s));
             n += _mm_popcnt_u32(keep);
-            if (n > kChunk) n = count_buffer(buf, n, t);
+            if (done < pairs) {  // pairs − done is a multiple of 8
+                count_two(pair + done, joint), count_two(pair + done + 2, joint);
+                count_two(pair + done + 4, joint), count_two(pair + done + 6, joint);
+                done += 8;
+            }
+            if (n > kChunk && joint) {
+                for (; done < pairs; done += 2) count_two(pair + done, joint);
+                pairs = make_pairs(buf, n, t, pair), done = 0;
+            } else if (n > kChunk) {
+                count_slots(buf, n, t.slots, t.ways), n = 0;
+            }
         }
     }
-    count_slots(buf, count_buffer(buf, n, t), t.slots, t.ways);
+    for (; done < pairs; done += 2) count_two(pair + done, joint);
+    if (joint) {
+        pairs = make_pairs(buf, n, t, pair);
+        for (done = 0; done < pairs; done += 2) count_two(pair + done, joint);
+    }
+    count_slots(buf, n, t.slots, t.ways);
     t.ways[hot_slot] += hot_count;
 }
 #endif
