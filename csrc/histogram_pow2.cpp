@@ -4,22 +4,22 @@
 // product is exact unless it overflows (→ ±Inf: far outside any window) or underflows (|q| < 1, where
 // only the sign matters: a negative value whose product rounds to −0 is put in bin −1). No comparison
 // against edges is needed, and float32/float16/bfloat16 inputs are binned in float32 when the scale
-// 2**−e is a normal float32 and every index near the window is an exact float32 integer
-// (|j0| + bins ≤ 2**24); otherwise in float64 (exact for every input type).
+// 2**−e is a normal float32 and every index near the window, and every slot, is an exact float32
+// integer (|j0| + bins ≤ 2**24, bins + 2 ≤ 2**24); otherwise in float64 (exact for every input type).
 //
-// Each element gets a slot: q − (j0 − 1) clamped to [0, bins + 1], so slot 0 collects the finite values
-// below the window, slots 1 … bins its bins and slot bins+1 the finite values above; non-finite values
-// get slot bins+2. The subtraction is exact inside the window and, rounding being monotonic, keeps its
-// side outside. Then the slots are counted:
+// Each element gets a slot: its bin q minus j0 − 1, clamped to [0, bins + 1], so slot 0 collects the
+// finite values below the window, slots 1 … bins its bins and slot bins+1 the finite values above;
+// non-finite values get slot bins+2. The subtraction is exact inside the window and, rounding being
+// monotonic, keeps its side outside. Then the slots are counted:
 // - portable path: into kWays interleaved sub-histograms, so that a run of equal slots (the zeros after
 //   a ReLU) does not serialise on one counter;
-// - AVX-512 path (float32 binning, picked at run time): the slots of 16 values are computed in a
+// - AVX-512 path (float32 binning, CPU checked at run time): the slots of 16 values are computed in a
 //   register; those equal to the slot of 0.0 (the "hot" slot: ReLU zeros, and anything near 0) are only
 //   counted, by a popcount, and the others are compressed into a buffer. The buffer is counted two slots
 //   at a time, as PAIRS in a joint (bins+3)² uint32 table — one increment per two values — which is
 //   added into the int64 sub-histograms before any entry can overflow and at the end (pow2_fold): each
-//   pair counts once for each of its two slots. (uint16 entries would halve the table but cost twice
-//   as much per increment on Zen: neighbouring 16-bit counters seem to serialise.)
+//   pair counts once for each of its two slots. (uint16 entries would halve the table, but measured
+//   twice as slow per increment on Zen: neighbouring 16-bit counters seem to serialise.)
 // No code here reads the floating-point exception flags: let GCC if-convert and vectorise the selects
 // and the float → int conversion, which -ftrapping-math (its default) keeps scalar. Results are the same.
 #if defined(__GNUC__) && !defined(__clang__)
