@@ -126,14 +126,17 @@ LS_INLINE void count_slots(const std::int32_t* slot, i64 len, i64 stride, i64* c
     for (; i < len; ++i) ++counts[slot[i]];
 }
 
-// counts[a] and counts[b] += joint[a·S + b], for every pair (a, b).
-void add_joint(const u32* joint, i64 s, i64* counts) {
+// counts[a] and counts[b] += joint[a·S + b], for every pair (a, b). The column sums go to a local array
+// first: a may_alias table could alias counts, and the loops would not vectorise (3× slower).
+LS_CLONES void add_joint(const u32* joint, i64 s, i64* counts) {
+    i64 column[kMaxPairSlots] = {};
     for (i64 a = 0; a < s; ++a) {
         const u32* row = joint + a * s;
         i64 sum = 0;
-        for (i64 b = 0; b < s; ++b) sum += row[b], counts[b] += row[b];
+        for (i64 b = 0; b < s; ++b) sum += row[b], column[b] += row[b];
         counts[a] += sum;
     }
+    for (i64 b = 0; b < s; ++b) counts[b] += column[b];
 }
 
 void flush_joint(const Table& t) {
@@ -359,7 +362,8 @@ void pow2_count(const double* x, i64 rows, i64 ld, i64 len, const Pow2Counter& g
 void pow2_fold(const i64* table, i64 bins, i64* counts) {
     const Table t = layout(const_cast<i64*>(table), bins);  // read only
     std::vector<i64> slot(t.slots, 0);
-    for (i64 j = 0; j < kWays * t.slots; ++j) slot[j % t.slots] += t.ways[j];
+    for (int w = 0; w < kWays; ++w)
+        for (i64 j = 0; j < t.slots; ++j) slot[j] += t.ways[w * t.slots + j];
     if (t.joint) add_joint(t.joint, t.slots, slot.data());
     for (i64 j = 0; j < bins; ++j) counts[j] += slot[j + 1];
     counts[bins] += slot[0];
