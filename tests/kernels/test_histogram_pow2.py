@@ -241,3 +241,75 @@ def test_backends_without_the_fused_count_leave_it_to_the_caller():
     view = LayoutView(torch.randn(2, 3, 4), False, Axis.SPACE, (4,))
     got = kernels.channel_reduce(view, (0.0,), backend="torch", histogram_grid=(0, 0, 8))
     assert got.histogram is None and got.histogram_grid is None
+
+
+# The native kernel counts the slot of 0.0 apart (ReLU zeros) and the other values in pairs through a
+# joint table that is flushed every 2**20 pairs: zeros inside and outside the window, runs of nothing but
+# zeros, −0.0, and inputs long enough to cross several flushes.
+def _numpy_window(x: torch.Tensor, e: int, offset: int, bins: int) -> list[int]:
+    """float64 NumPy counts [bins] + [below, above] of the finite values (no quotient underflows here)."""
+    v = x.detach().to(torch.float64).reshape(-1).numpy()
+    j = np.floor(v[np.isfinite(v)] / 2.0**e) - offset
+    inside = j[(j >= 0) & (j < bins)].astype(np.int64)
+    return np.bincount(inside, minlength=bins).tolist() + [int((j < 0).sum()), int((j >= bins).sum())]
+
+
+def _native_window(x: torch.Tensor, e: int, offset: int, bins: int, threads: int = 2) -> list[int]:
+    from layerscope.kernels._native import _C, as_array
+
+    return _C.histogram_pow2(as_array(x.reshape(-1)), "float32", e, offset, bins, threads).tolist()
+
+
+def _zeros_and_values(n: int, seed: int) -> torch.Tensor:
+    """n float32 values: runs of +0.0 and −0.0, a ReLU-like tail and a few NaN / ±Inf."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g).relu() * 3
+    x[torch.rand(n, generator=g) < 0.3] = -0.0
+    x[n // 4 : n // 2] = 0.0  # one long run of zeros
+    x[::101] = math.nan
+    x[::103] = -math.inf
+    return x
+
+
+# windows holding 0, starting above it (0 below), ending at it (0 above), and negative ones
+ZERO_GRIDS = [(-3, 0, 64), (-3, -32, 64), (-3, 1, 64), (-2, 5, 20), (-3, -64, 64), (0, -10, 9), (-1, -4, 100)]
+
+
+@needs_native
+@pytest.mark.parametrize(("e", "offset", "bins"), ZERO_GRIDS)
+def test_zeros_inside_and_outside_the_window(e, offset, bins):
+    x = _zeros_and_values(200_003, bins)
+    assert _native_window(x, e, offset, bins) == _numpy_window(x, e, offset, bins)
+    for channels_last in (False, True):
+        for shape in ((16, 7, 893), (2000, 2, 25), (100, 1000, 1)):  # long runs, short runs, rows
+            y = x[: math.prod(shape)].reshape(shape)
+            y = y.transpose(1, 2).contiguous() if channels_last else y
+            got = _fused(y, channels_last, e, offset, bins)
+            assert got.histogram.tolist() == _numpy_window(y, e, offset, bins), (shape, channels_last)
+
+
+@needs_native
+@pytest.mark.parametrize("zero", [0.0, -0.0])
+@pytest.mark.parametrize(("e", "offset", "bins"), ZERO_GRIDS[:3])
+def test_nothing_but_zeros(zero, e, offset, bins):
+    for shape in ((4, 8, 16), (3, 5, 4099), (1, 1, 1)):
+        x = torch.full(shape, zero)
+        expected = _numpy_window(x, e, offset, bins)
+        assert sum(expected) == x.numel()
+        assert _native_window(x, e, offset, bins) == expected
+        assert _fused(x, False, e, offset, bins).histogram.tolist() == expected
+        assert _fused(x.transpose(1, 2).contiguous(), True, e, offset, bins).histogram.tolist() == expected
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+def test_counts_across_many_joint_table_flushes(threads):
+    # 5·2**20 values, none in 0's slot, on four bins: every pair lands on one of 16 joint entries, each
+    # one table takes far more than 2**20 pairs
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randint(4, 8, (5 * 2**20,), generator=g) / 4).float()  # 1.0, 1.25, 1.5, 1.75
+    x[7] = 0.0
+    expected = _numpy_window(x, -2, 0, 64)
+    assert _native_window(x, -2, 0, 64, threads) == expected
+    got = _fused(x.reshape(1, 1, -1), False, -2, 0, 64, threads)
+    assert got.histogram.tolist() == expected
