@@ -56,7 +56,14 @@ from typing_extensions import Self
 
 from ..capture.layout import Axis, LayoutView
 from ..kernels import ChannelStats
-from ._periodogram import hann_window, onesided_scale, radial_bins, radial_power_sum, welch_power_sum
+from ._periodogram import (
+    hann_window,
+    onesided_scale,
+    radial_bins,
+    radial_power_sum,
+    welch_power_parts,
+    welch_power_sum,
+)
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from ._scratch import Scratch
@@ -110,7 +117,9 @@ class ChannelSpectrum:
         self.spatial_shape: tuple[int, ...] = ()
         self.skipped = 0
         # every tensor is None until the first update
-        self.power: torch.Tensor | None = None  # (C, F) float64 Σ|X|² (Welch) or ring sums (radial)
+        # (C, F, P) float64: the power (C, F) — Σ|X|² (Welch) or ring sums (radial) — kept as P parts that
+        # add up to it: Σ(Re X)² and Σ(Im X)² for Welch (P = 2), the power itself otherwise (P = 1)
+        self._parts: torch.Tensor | None = None
         self.segments: torch.Tensor | None = None  # (C,) int64 segments (Welch) or samples (radial)
         self.count: torch.Tensor | None = None  # (C,) int64 finite values seen
         self.min: torch.Tensor | None = None  # (C,) float64
@@ -124,13 +133,28 @@ class ChannelSpectrum:
         self._bins: torch.Tensor | None = None
         self._scratch = Scratch()
 
+    @property
+    def power(self) -> torch.Tensor | None:
+        """``(C, F)`` float64: Σ|X|² over the segments (Welch) or the ring sums (radial); None before data."""
+        return None if self._parts is None else self._parts.sum(-1)
+
+    @power.setter
+    def power(self, value: torch.Tensor | None) -> None:
+        if value is None:
+            self._parts = None
+            return
+        value = torch.as_tensor(value, dtype=torch.float64)
+        parts = torch.zeros(*value.shape, 2 if self.kind == "welch" else 1, dtype=torch.float64, device=value.device)
+        parts[..., 0] = value
+        self._parts = parts
+
     # -- update --------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
         if self.kind is None:
             self._start(view, reduced)
-        if reduced.count.shape[0] != self.power.shape[0]:
+        if reduced.count.shape[0] != self._parts.shape[0]:
             raise ValueError(
-                f"channel count changed from {self.power.shape[0]} to {reduced.count.shape[0]}: a layer's "
+                f"channel count changed from {self._parts.shape[0]} to {reduced.count.shape[0]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
         # False also when rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
@@ -154,7 +178,7 @@ class ChannelSpectrum:
             n_bins = min(shape) // 2 + 1
         else:
             self.kind, n_bins = "none", 0
-        self.power = torch.zeros(c, n_bins, dtype=torch.float64, device=dev)
+        self._parts = torch.zeros(c, n_bins, 2 if self.kind == "welch" else 1, dtype=torch.float64, device=dev)
         self.segments = torch.zeros(c, dtype=torch.int64, device=dev)
         self.count = torch.zeros(c, dtype=torch.int64, device=dev)
         self.min = torch.full((c,), math.inf, dtype=torch.float64, device=dev)
@@ -171,14 +195,15 @@ class ChannelSpectrum:
         if reduced.above.shape[0] == self.above.shape[0]:
             self.above += reduced.above
 
-    def _add_power(self, power: torch.Tensor, n_seg: int, reduced: ChannelStats, finite: bool) -> None:
-        """Add one batch's sums; a channel with a NaN or ±Inf in this batch adds nothing."""
+    def _add_power(self, parts: torch.Tensor, n_seg: int, reduced: ChannelStats, finite: bool) -> None:
+        """Add one batch's sums (``(C, F, P)``, like ``_parts``); a channel with a NaN or ±Inf in this
+        batch adds nothing."""
         if finite:
-            self.power += power
+            self._parts += parts
             self.segments += n_seg
             return
         ok = (reduced.nan + reduced.inf) == 0  # (C,)
-        self.power += torch.where(ok[:, None], power, 0.0)
+        self._parts += torch.where(ok[:, None, None], parts, 0.0)
         self.segments += ok.to(torch.int64) * n_seg
 
     def _subsample(self, x: torch.Tensor) -> torch.Tensor:
@@ -196,8 +221,8 @@ class ChannelSpectrum:
             return
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        power, n_seg = welch_power_sum(x, self.length, self._window_for(x), channels_last, self._scratch)
-        self._add_power(power, n_seg, reduced, finite)
+        parts, n_seg = welch_power_parts(x, self.length, self._window_for(x), channels_last, self._scratch)
+        self._add_power(parts, n_seg, reduced, finite)
 
     def _window_for(self, x: torch.Tensor) -> torch.Tensor:
         """The Hann window in ``x``'s dtype and on its device (cached)."""
@@ -217,7 +242,7 @@ class ChannelSpectrum:
             x = x.float()
         if self._bins is None or self._bins.device != x.device:
             self._bins, _ = radial_bins(self.spatial_shape, x.device)
-        self._add_power(radial_power_sum(x, self._bins), x.shape[0], reduced, finite)
+        self._add_power(radial_power_sum(x, self._bins)[:, :, None], x.shape[0], reduced, finite)
 
     def _stream_step(self, channel_mean: torch.Tensor) -> None:
         """Append one step (the batch's per-channel mean) and emit a Welch segment every hop."""
@@ -276,14 +301,15 @@ class ChannelSpectrum:
 
     # -- merge and state -----------------------------------------------------------------------
     def merge(self, other: Self) -> None:
-        if other.power is None:
+        if other._parts is None:
             return
-        if self.power is None:
+        if self._parts is None:
             self._adopt(other)
             return
         self._check_compatible(other)
-        dev = self.power.device
-        for f in ("power", "segments", "count", "above"):
+        dev = self._parts.device
+        self._parts = self._parts + other._parts.to(dev)
+        for f in ("segments", "count", "above"):
             setattr(self, f, getattr(self, f) + getattr(other, f).to(dev))
         self.min = torch.minimum(self.min, other.min.to(dev))
         self.max = torch.maximum(self.max, other.max.to(dev))
@@ -303,6 +329,7 @@ class ChannelSpectrum:
         for f in ("kind", "length", "spatial_shape", "skipped", "stream_steps", "stream_segments",
                   *_TENSORS, *(_STREAM_TENSORS if self.stream else ())):
             setattr(self, f, getattr(copy, f))
+        self._parts = copy._parts
 
     def _check_compatible(self, other: Self) -> None:
         mine, theirs = ((*(getattr(a, f) for f in _MERGE_KEYS), a.power.shape) for a in (self, other))
@@ -321,11 +348,14 @@ class ChannelSpectrum:
             "slope_range": list(self.slope_range) if self.slope_range else None,
             "state_rules": dict(self.state_rules),
         }
-        if self.power is not None:
+        if self._parts is not None:
             state.update({"kind": self.kind, "length": self.length, "spatial_shape": list(self.spatial_shape),
                           "skipped": self.skipped, "stream_steps": self.stream_steps,
                           "stream_segments": self.stream_segments})
             state.update({f: getattr(self, f).detach().cpu() for f in _TENSORS})
+            # the parts that add up to ``power``, so that a restored accumulator goes on bit for bit
+            # (optional: a state without them restores from ``power``)
+            state["power_parts"] = self._parts.detach().cpu().clone()
             if self.stream:
                 state.update({f: getattr(self, f).detach().cpu() for f in _STREAM_TENSORS})
         return state
@@ -340,6 +370,8 @@ class ChannelSpectrum:
             acc.stream_segments = int(state["stream_segments"])
             for f in _TENSORS + (_STREAM_TENSORS if acc.stream else ()):
                 setattr(acc, f, torch.as_tensor(state[f]).clone())
+            if "power_parts" in state:
+                acc._parts = torch.as_tensor(state["power_parts"], dtype=torch.float64).clone()
         return acc
 
 
