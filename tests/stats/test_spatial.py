@@ -57,13 +57,15 @@ def test_image_grid_matches_loops(shape, grid):
     np.testing.assert_allclose(acc.energy().numpy(), ref, rtol=1e-12)
 
 
-def test_sequence_bins_channels_first_and_last():
+@pytest.mark.parametrize("length", [21, 32, 5])  # unequal cells, equal cells, one position per cell
+def test_sequence_bins_channels_first_and_last(length):
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 4, 21, generator=gen, dtype=torch.float64)  # (N, C, T)
+    x = torch.randn(6, 4, length, generator=gen, dtype=torch.float64)  # (N, C, T)
     first = SpatialDensity(spatial_grid=8)
-    feed(first, x, Layout(1, Axis.TIME))
     last = SpatialDensity(spatial_grid=8)
-    feed(last, x.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))  # (N, T, C), a Linear's output
+    for part in (x[:2], x[2:5], x[5:]):  # the first batch sets up the state, the later ones add to it
+        feed(first, part, Layout(1, Axis.TIME))
+        feed(last, part.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))  # (N, T, C), a Linear's output
     ref = reference_grid(x.numpy(), 8)
     np.testing.assert_allclose(first.energy().numpy(), ref, rtol=1e-12)
     np.testing.assert_allclose(last.energy().numpy(), ref, rtol=1e-12)

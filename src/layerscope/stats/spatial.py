@@ -86,6 +86,7 @@ class SpatialDensity:
         self.samples = 0
         self.skipped = 0  # samples of batches whose spatial shape differed from the first batch's
         self._pooling: tuple[torch.Tensor, ...] = ()  # pooling matrices, built on first use
+        self._plan: tuple[Any, Any] = ((), None)  # (batch key, (reduce, target)): see _plan_for
         self._squares = Scratch()
 
     @property
@@ -114,13 +115,51 @@ class SpatialDensity:
         if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
             data = data.float()
         if reduced.all_finite():
-            sq = torch.mul(data, data, out=self._squares.get(tuple(data.shape), data.dtype, data.device))
-            self._absorb(self._pool(self._sum_over_samples(view, sq)), None, data.shape[0])
+            key = (tuple(data.shape), data.dtype, data.device, view.channels_last)
+            if self._plan[0] != key:
+                self._plan = (key, self._plan_for(view, data))
+            reduce, target = self._plan[1]
+            sq = torch.mul(data, data, out=self._squares.get(key[0], data.dtype, data.device))
+            if target is None:  # the first batch (or a merge replaced the state): set up the state
+                self._absorb(reduce(sq), None, data.shape[0])
+                self._plan = (key, self._plan_for(view, data))
+            else:
+                target.add_(reduce(sq))  # float64 state += the batch's cell sums
+                self.samples += data.shape[0]
             return
         finite = torch.isfinite(data)
         sq = torch.where(finite, data.square(), 0.0)
         bad = self._pool(self._sum_over_samples(view, (~finite).to(data.dtype))).round().long()
         self._absorb(self._pool(self._sum_over_samples(view, sq)), bad, data.shape[0])
+
+    def _plan_for(self, view: LayoutView, data: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        """How an all-finite batch of this shape is summed into cells: ``(reduce, target)``, ``reduce``
+        mapping the squares to the batch's cell sums and ``target`` the view of ``energy_sum`` they are
+        added to (None before the state exists). Equal cells (every grid here but a few image sizes):
+        one sum over the samples (a contiguous leading axis) and one over the positions of each cell,
+        in a view; else the pooling matrices of :meth:`_pool`."""
+        shape, cells = tuple(self.spatial_shape or ()), self.cells
+        positions = shape[-2:]
+        target = self.energy_sum
+        if not all(n % g == 0 for n, g in zip(positions, cells, strict=True)):
+            return (lambda sq: self._pool(self._sum_over_samples(view, sq))), target
+        lead = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        split = [lead] + [d for n, g in zip(positions, cells, strict=True) for d in (g, n // g)]
+        summed = tuple(i for i in range(0, len(split), 2) if split[i] > 1)  # the lead and within-cell axes
+        c = view.num_channels
+        if view.channels_last:  # (S, C) after the sum over samples: cells come out (*cells, C)
+            split = [*split, c]
+        else:
+            split, summed = [c, *split], tuple(i + 1 for i in summed)
+
+        order = (len(cells), *range(len(cells)))  # (*cells, C) -> (C, *cells)
+
+        def reduce(sq: torch.Tensor) -> torch.Tensor:  # -> (C, *cells), a transposed view if channels last
+            s = sq.sum(0).view(split)
+            s = s.sum(summed) if summed else s
+            return s.view(*cells, c).permute(order) if view.channels_last else s.view(c, *cells)
+
+        return reduce, target
 
     def _sum_over_samples(self, view: LayoutView, values: torch.Tensor) -> torch.Tensor:
         """``values`` shaped like (the samples used of) ``view.data``, summed over samples: ``(C, [H,] W)``
