@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from layerscope.capture.layout import Axis, Layout, make_view
 from layerscope.kernels import channel_reduce
+from layerscope.kernels._native_welch import welch_parts_native
 from layerscope.stats import ACCUMULATORS
 from layerscope.stats.spectrum import ChannelSpectrum
 
@@ -58,6 +59,43 @@ def test_welch_channels_last_matches_scipy():
         feed(acc, x, Layout(-1, Axis.TIME))
     _, ref = welch_reference(torch.cat(xs).numpy(), 32, axis=1)
     np.testing.assert_allclose(acc.psd().numpy(), ref, rtol=1e-10, atol=1e-14)
+
+
+NATIVE_WELCH = welch_parts_native(torch.zeros(1, 1, 8), 8, torch.ones(8), False, torch.zeros(1, 5, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["torch", None])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("nperseg", [8, 64, 128, 48])  # 48: not a power of two (the torch code in any case)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_welch_paths_match_scipy(backend, dtype, nperseg, channels_last):
+    # the sequence demo's shapes: 8 of 64 samples used, strided views of (N, C, T) and (N, T, C)
+    xs = batches(30, [(64, 6, 128), (64, 6, 128), (13, 6, 128)], dtype=dtype, offset=3.0)
+    acc = ChannelSpectrum(nperseg=nperseg, backend=backend)
+    for x in xs:
+        if channels_last:
+            feed(acc, x.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))
+        else:
+            feed(acc, x)
+    used = torch.cat([x[:: -(-x.shape[0] // 8)] for x in xs]).double().numpy()  # x[::⌈N/8⌉]
+    _, ref = welch_reference(used, nperseg, axis=2)
+    tol = dict(rtol=1e-10, atol=1e-13 * ref.max()) if dtype == torch.float64 else dict(rtol=2e-4, atol=1e-5 * ref.max())
+    np.testing.assert_allclose(acc.psd().numpy(), ref, **tol)
+
+
+@pytest.mark.skipif(not NATIVE_WELCH, reason="layerscope._C not built (the torch path is tested everywhere)")
+def test_native_welch_kernel_is_used_and_matches_scipy_directly():
+    x = torch.randn(5, 4, 96, dtype=torch.float64) - 7.0
+    out = torch.zeros(4, 17, 2, dtype=torch.float64)
+    assert welch_parts_native(x, 32, torch.hann_window(32, periodic=True, dtype=torch.float64), False, out)
+    _, ref = scipy.signal.welch(x.numpy(), nperseg=32, axis=2, scaling="spectrum", detrend="constant")
+    segments = 5 * ((96 - 32) // 16 + 1)
+    # scaling="spectrum": |X|² / (Σw)², one-sided (×2 but DC and Nyquist); mean over samples and segments
+    scale = np.full(17, 2.0)
+    scale[[0, -1]] = 1.0
+    power = out.sum(-1).numpy() * scale / (float(torch.hann_window(32, periodic=True, dtype=torch.float64).sum()) ** 2)
+    np.testing.assert_allclose(power / segments, ref.mean(0), rtol=1e-10, atol=1e-14)
+    assert not welch_parts_native(x, 24, torch.ones(24, dtype=torch.float64), False, out)  # not a power of two
 
 
 def test_float32_within_float32_precision():

@@ -56,6 +56,7 @@ from typing_extensions import Self
 
 from ..capture.layout import Axis, LayoutView
 from ..kernels import ChannelStats
+from ..kernels._native_welch import welch_parts_native
 from ._periodogram import (
     hann_window,
     onesided_scale,
@@ -97,6 +98,7 @@ class ChannelSpectrum:
         spectrum_top_k: int = 8,
         slope_range: Sequence[float] | None = None,
         state_rules: dict[str, Any] | None = None,
+        backend: str | None = None,
         **_: Any,
     ) -> None:
         if int(nperseg) < 2 or int(stream_nperseg) < 2:
@@ -132,6 +134,9 @@ class ChannelSpectrum:
         self._window: torch.Tensor | None = None
         self._bins: torch.Tensor | None = None
         self._scratch = Scratch()
+        # the Welch sums of all-finite CPU batches go through one native call (csrc/welch.cpp) unless the
+        # torch kernels are forced; the torch code is the reference and serves every other case
+        self._native = backend != "torch"
 
     @property
     def power(self) -> torch.Tensor | None:
@@ -221,7 +226,12 @@ class ChannelSpectrum:
             return
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        parts, n_seg = welch_power_parts(x, self.length, self._window_for(x), channels_last, self._scratch)
+        window = self._window_for(x)
+        if finite and self._native and welch_parts_native(x, self.length, window, channels_last, self._parts):
+            hop = self.length - self.length // 2  # the native kernel added the parts in place
+            self.segments += x.shape[0] * ((x.shape[1 if channels_last else 2] - self.length) // hop + 1)
+            return
+        parts, n_seg = welch_power_parts(x, self.length, window, channels_last, self._scratch)
         self._add_power(parts, n_seg, reduced, finite)
 
     def _window_for(self, x: torch.Tensor) -> torch.Tensor:
