@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from layerscope.capture.layout import Axis, Layout, make_view
 from layerscope.kernels import channel_reduce
-from layerscope.kernels._native_welch import welch_parts_native
+from layerscope.kernels._native_accumulate import welch_parts_native
 from layerscope.stats import ACCUMULATORS
 from layerscope.stats.spectrum import ChannelSpectrum
 
@@ -324,3 +324,25 @@ def test_counts_and_segments_fold_uniform_increments_exactly():
     feed(acc, xs[0])
     again = ChannelSpectrum.from_state_dict(acc.state_dict())
     assert again.count.tolist() == [6 * 3 * 64 - 1, 6 * 3 * 64] and torch.equal(again.segments, acc.segments)
+
+
+@pytest.mark.parametrize("backend", ["torch", None])  # None: the native fold where it is built
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_counts_extremes_and_threshold_counts_match_numpy(backend, channels_last):
+    xs = batches(22, [(10, 3, 64), (4, 3, 64), (9, 3, 64)], offset=0.3)
+    xs[1][2, 1, 5] = float("nan")  # that channel: no segments from this batch, its finite values counted
+    acc = ChannelSpectrum(nperseg=32, thresholds=(0.0, 1.5), backend=backend)
+    layout = Layout(-1, Axis.TIME) if channels_last else CHANNELS_FIRST_TIME
+    for x in xs:
+        feed(acc, x.transpose(1, 2).contiguous() if channels_last else x, layout)
+    data = torch.cat(xs).numpy()
+    finite = np.isfinite(data)
+    assert acc.count.tolist() == finite.sum(axis=(0, 2)).tolist()
+    np.testing.assert_array_equal(acc.min.numpy(), np.where(finite, data, np.inf).min(axis=(0, 2)))
+    np.testing.assert_array_equal(acc.max.numpy(), np.where(finite, data, -np.inf).max(axis=(0, 2)))
+    for t, thr in enumerate((0.0, 1.5)):
+        assert acc.above[t].tolist() == (np.where(finite, data, -np.inf) > thr).sum(axis=(0, 2)).tolist()
+    used = [x.shape[0] if x.shape[0] <= 8 else len(range(0, x.shape[0], -(-x.shape[0] // 8))) for x in xs]
+    per_sample = (64 - 32) // 16 + 1
+    assert acc.segments.tolist() == [sum(used) * per_sample, (used[0] + used[2]) * per_sample,
+                                      sum(used) * per_sample]

@@ -56,7 +56,7 @@ from typing_extensions import Self
 
 from ..capture.layout import Axis, LayoutView
 from ..kernels import ChannelStats
-from ..kernels._native_welch import welch_parts_native
+from ..kernels._native_accumulate import fold_reduction_native, welch_parts_native
 from ._periodogram import (
     hann_window,
     onesided_scale,
@@ -164,11 +164,12 @@ class ChannelSpectrum:
             )
         # False also when rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
         finite = self.kind != "none" and reduced.all_finite()
-        self._absorb_reduction(reduced)
+        segments = 0  # Welch segments per channel that the native Welch call left for the fold to count
         if self.kind == "welch":
-            self._update_welch(view, reduced, finite)
+            segments = self._update_welch(view, reduced, finite)
         elif self.kind == "radial":
             self._update_radial(view, reduced, finite)
+        self._absorb_reduction(reduced, segments)
         if self.stream:
             self._stream_step(reduced.mean)
 
@@ -193,7 +194,16 @@ class ChannelSpectrum:
             self.stream_buffer = torch.zeros(c, self.stream_nperseg, dtype=torch.float64, device=dev)
             self.stream_power = torch.zeros(c, self.stream_nperseg // 2 + 1, dtype=torch.float64, device=dev)
 
-    def _absorb_reduction(self, reduced: ChannelStats) -> None:
+    def _absorb_reduction(self, reduced: ChannelStats, segments: int = 0) -> None:
+        """Counts, extremes and threshold counts of the batch, and ``segments`` more for every channel: one
+        native call on the CPU, else four or five kernels."""
+        if self._native and fold_reduction_native(
+            (self.count, self.min, self.max, self.above), (reduced.count, reduced.min, reduced.max, reduced.above),
+            self.segments if segments else None, segments,
+        ):
+            return
+        if segments:
+            self.segments += segments
         self.count += reduced.count
         torch.minimum(self.min, reduced.min, out=self.min)
         torch.maximum(self.max, reduced.max, out=self.max)
@@ -216,23 +226,25 @@ class ChannelSpectrum:
         step = sample_step(x.shape[0], self.max_samples)
         return x[::step] if step > 1 else x
 
-    def _update_welch(self, view: LayoutView, reduced: ChannelStats, finite: bool) -> None:
+    def _update_welch(self, view: LayoutView, reduced: ChannelStats, finite: bool) -> int:
+        """Add the batch's Welch sums; returns the segments per channel still to be counted (the native
+        path leaves them to :meth:`_absorb_reduction`), else 0."""
         if len(view.spatial_shape) == 1:
             x, channels_last = self._subsample(view.data), view.channels_last  # (N, C, T) or (N, T, C)
         else:
             x, channels_last = _fold_time(self._subsample(view.data), view), False  # (N·A…, C, T)
         if x.shape[1 if channels_last else 2] < self.length:
             self.skipped += view.num_samples
-            return
+            return 0
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
         window = self._window_for(x)
         if finite and self._native and welch_parts_native(x, self.length, window, channels_last, self._parts):
             hop = self.length - self.length // 2  # the native kernel added the parts in place
-            self.segments += x.shape[0] * ((x.shape[1 if channels_last else 2] - self.length) // hop + 1)
-            return
+            return x.shape[0] * ((x.shape[1 if channels_last else 2] - self.length) // hop + 1)
         parts, n_seg = welch_power_parts(x, self.length, window, channels_last, self._scratch)
         self._add_power(parts, n_seg, reduced, finite)
+        return 0
 
     def _window_for(self, x: torch.Tensor) -> torch.Tensor:
         """The Hann window in ``x``'s dtype and on its device (cached)."""
