@@ -66,28 +66,33 @@ Tables<T>& tables_for(i64 L) {
     return t;
 }
 
-// One block of up to BLOCK segments of one channel; `starts[b]` points at segment b's first value
-// (element stride `st`); lanes ≥ `used` are zero. Adds Re², Im² of each bin into the lanes of acc
-// ([F][2][BLOCK], in the input's precision: a channel's lanes hold the sums of its segments of one batch,
-// a few dozen by default, before they go into the float64 state).
+// One block of BLOCK segments in structure-of-arrays form: raw[t][b] is value t of segment b (lanes
+// without a segment are zero). Detrends, windows, transforms and adds Re², Im² of each bin into the
+// lanes of acc ([F][2][BLOCK], in the input's precision: a lane's sums of one batch, a few dozen
+// segments by default, before they go into the float64 state). re/im: [N][BLOCK] work space.
 template <class T>
-LS_INLINE void block_fft(const T* const* starts, int used, i64 st, i64 L, const T* window, const Tables<T>& tab,
-                         T* re, T* im, T* acc) {
+LS_INLINE void block_fft(const T* raw, i64 L, const T* window, const Tables<T>& tab, T* re, T* im, T* acc) {
     const i64 n = L / 2;
-    // detrend + window + pack, written bit-reversed
-    for (int b = 0; b < BLOCK; ++b) {
-        if (b >= used) {
-            for (i64 j = 0; j < n; ++j) re[j * BLOCK + b] = im[j * BLOCK + b] = T(0);
-            continue;
-        }
-        const T* s = starts[b];
-        T sum = 0;
-        for (i64 t = 0; t < L; ++t) sum += s[t * st];
-        const T mean = sum / static_cast<T>(L);
-        for (i64 j = 0; j < n; ++j) {
-            const i64 r = tab.bitrev[j];
-            re[r * BLOCK + b] = window[2 * j] * (s[(2 * j) * st] - mean);
-            im[r * BLOCK + b] = window[2 * j + 1] * (s[(2 * j + 1) * st] - mean);
+    T mean[BLOCK];
+    for (int b = 0; b < BLOCK; ++b) mean[b] = T(0);
+    for (i64 t = 0; t < L; ++t) {
+        const T* r = raw + t * BLOCK;
+#pragma omp simd
+        for (int b = 0; b < BLOCK; ++b) mean[b] += r[b];
+    }
+    for (int b = 0; b < BLOCK; ++b) mean[b] /= static_cast<T>(L);
+    // detrend + window + pack z_j = y_2j + i·y_2j+1, written bit-reversed
+    for (i64 j = 0; j < n; ++j) {
+        const i64 r = tab.bitrev[j];
+        const T w0 = window[2 * j], w1 = window[2 * j + 1];
+        const T* a = raw + (2 * j) * BLOCK;
+        const T* c = raw + (2 * j + 1) * BLOCK;
+        T* zr = re + r * BLOCK;
+        T* zi = im + r * BLOCK;
+#pragma omp simd
+        for (int b = 0; b < BLOCK; ++b) {
+            zr[b] = w0 * (a[b] - mean[b]);
+            zi[b] = w1 * (c[b] - mean[b]);
         }
     }
     // radix-2 decimation in time, in place
@@ -112,7 +117,7 @@ LS_INLINE void block_fft(const T* const* starts, int used, i64 st, i64 L, const 
             }
         }
     }
-    // split into the real FFT's bins 0 … N and add the squares, per lane (acc: [N+1][2][BLOCK])
+    // split into the real FFT's bins 0 … N and add the squares, per lane
     for (i64 k = 0; k <= n; ++k) {
         const i64 p = k % n, q = (n - k) % n;
         const T cr = tab.sp_re[k], ci = tab.sp_im[k];
@@ -135,7 +140,9 @@ LS_INLINE void block_fft(const T* const* starts, int used, i64 st, i64 L, const 
     }
 }
 
-// The lanes' sums of one channel into its float64 state out[F][2]; the lanes are cleared.
+// The lanes' sums into float64 state: all lanes into one channel's out[F][2] (lanes = segments; the
+// lanes are cleared), or lane b into channel b's out[F][2] (lanes = channels, `lanes` of them; acc may
+// start inside a row of lanes, and the caller clears it).
 template <class T>
 LS_INLINE void flush(T* acc, i64 bins, double* out) {
     for (i64 j = 0; j < 2 * bins; ++j) {
@@ -147,25 +154,76 @@ LS_INLINE void flush(T* acc, i64 bins, double* out) {
 }
 
 template <class T>
+LS_INLINE void flush_lanes(T* acc, i64 bins, int lanes, double* out) {
+    for (i64 j = 0; j < 2 * bins; ++j) {
+        for (int b = 0; b < lanes; ++b) out[b * 2 * bins + j] += static_cast<double>(acc[j * BLOCK + b]);
+    }
+}
+
+// raw[t][b] = starts[b][t·st] for b < used, else 0. Kept scalar: vectorised, these strided stores
+// (or loads) become scatter (gather) instructions, which are slow on some CPUs.
+template <class T>
+__attribute__((noinline, optimize("no-tree-vectorize"))) void to_lanes(const T* const* starts, int used, i64 L, i64 st,
+                                                                      T* raw) {
+    for (int b = 0; b < BLOCK; ++b) {
+        if (b < used) {
+            const T* s = starts[b];
+            for (i64 tt = 0; tt < L; ++tt) raw[tt * BLOCK + b] = s[tt * st];
+        } else {
+            for (i64 tt = 0; tt < L; ++tt) raw[tt * BLOCK + b] = T(0);
+        }
+    }
+}
+
+template <class T>
 LS_INLINE void welch_parts(const T* x, i64 n, i64 c, i64 t, i64 sn, i64 sc, i64 st, i64 L, const T* window,
                            double* out) {
     const i64 hop = L - L / 2, k_seg = (t - L) / hop + 1, bins = L / 2 + 1;
     const Tables<T>& tab = tables_for<T>(L);
-    std::vector<T> re(static_cast<std::size_t>(L / 2) * BLOCK), im(re.size());
-    std::vector<T> acc(static_cast<std::size_t>(2 * bins) * BLOCK, T(0));
+    std::vector<T> raw(static_cast<std::size_t>(L) * BLOCK), re(static_cast<std::size_t>(L / 2) * BLOCK),
+        im(re.size()), acc(static_cast<std::size_t>(2 * bins) * BLOCK, T(0));
+    if (sc == 1 && c >= BLOCK) {
+        // channels last: lanes are BLOCK neighbouring channels at one (sample, segment), each time step
+        // one contiguous load of BLOCK values
+        for (i64 c0 = 0; c0 < c; c0 += BLOCK) {
+            const int lanes = static_cast<int>(c - c0 < BLOCK ? c - c0 : BLOCK);
+            const i64 first = c0 + lanes - BLOCK;  // the last block overlaps the previous one: full lanes
+            for (i64 i = 0; i < n; ++i) {
+                for (i64 k = 0; k < k_seg; ++k) {
+                    const T* s = x + i * sn + first + k * hop * st;
+                    for (i64 tt = 0; tt < L; ++tt) {
+                        const T* row = s + tt * st;
+                        T* r = raw.data() + tt * BLOCK;
+#pragma omp simd
+                        for (int b = 0; b < BLOCK; ++b) r[b] = row[b];
+                    }
+                    block_fft<T>(raw.data(), L, window, tab, re.data(), im.data(), acc.data());
+                }
+            }
+            // lanes BLOCK − lanes … BLOCK − 1 are channels c0 … c0 + lanes − 1 (the others were counted)
+            flush_lanes<T>(acc.data() + (BLOCK - lanes), bins, lanes, out + c0 * bins * 2);
+            for (std::size_t j = 0; j < acc.size(); ++j) acc[j] = T(0);
+        }
+        return;
+    }
+    // lanes are segments of one channel
     const T* starts[BLOCK];
+    auto run = [&](int used) {
+        to_lanes<T>(starts, used, L, st, raw.data());
+        block_fft<T>(raw.data(), L, window, tab, re.data(), im.data(), acc.data());
+    };
     for (i64 ch = 0; ch < c; ++ch) {
         int used = 0;
         for (i64 i = 0; i < n; ++i) {
             for (i64 k = 0; k < k_seg; ++k) {
                 starts[used++] = x + i * sn + ch * sc + k * hop * st;
                 if (used == BLOCK) {
-                    block_fft<T>(starts, used, st, L, window, tab, re.data(), im.data(), acc.data());
+                    run(used);
                     used = 0;
                 }
             }
         }
-        if (used) block_fft<T>(starts, used, st, L, window, tab, re.data(), im.data(), acc.data());
+        if (used) run(used);
         flush<T>(acc.data(), bins, out + ch * bins * 2);
     }
 }
