@@ -182,20 +182,26 @@ LS_INLINE void welch_parts(const T* x, i64 n, i64 c, i64 t, i64 sn, i64 sc, i64 
     const Tables<T>& tab = tables_for<T>(L);
     std::vector<T> raw(static_cast<std::size_t>(L) * BLOCK), re(static_cast<std::size_t>(L / 2) * BLOCK),
         im(re.size()), acc(static_cast<std::size_t>(2 * bins) * BLOCK, T(0));
-    if (sc == 1 && c >= BLOCK) {
-        // channels last: lanes are BLOCK neighbouring channels at one (sample, segment), each time step
-        // one contiguous load of BLOCK values
+    const T* starts[BLOCK];
+    if (c >= BLOCK) {
+        // lanes are BLOCK neighbouring channels at one (sample, segment): every lane busy. Channels last,
+        // each time step is one contiguous load of BLOCK values; channels first, a transposing copy.
         for (i64 c0 = 0; c0 < c; c0 += BLOCK) {
             const int lanes = static_cast<int>(c - c0 < BLOCK ? c - c0 : BLOCK);
             const i64 first = c0 + lanes - BLOCK;  // the last block overlaps the previous one: full lanes
             for (i64 i = 0; i < n; ++i) {
                 for (i64 k = 0; k < k_seg; ++k) {
-                    const T* s = x + i * sn + first + k * hop * st;
-                    for (i64 tt = 0; tt < L; ++tt) {
-                        const T* row = s + tt * st;
-                        T* r = raw.data() + tt * BLOCK;
+                    const T* s = x + i * sn + first * sc + k * hop * st;
+                    if (sc == 1) {
+                        for (i64 tt = 0; tt < L; ++tt) {
+                            const T* row = s + tt * st;
+                            T* r = raw.data() + tt * BLOCK;
 #pragma omp simd
-                        for (int b = 0; b < BLOCK; ++b) r[b] = row[b];
+                            for (int b = 0; b < BLOCK; ++b) r[b] = row[b];
+                        }
+                    } else {
+                        for (int b = 0; b < BLOCK; ++b) starts[b] = s + b * sc;
+                        to_lanes<T>(starts, BLOCK, L, st, raw.data());
                     }
                     block_fft<T>(raw.data(), L, window, tab, re.data(), im.data(), acc.data());
                 }
@@ -206,8 +212,7 @@ LS_INLINE void welch_parts(const T* x, i64 n, i64 c, i64 t, i64 sn, i64 sc, i64 
         }
         return;
     }
-    // lanes are segments of one channel
-    const T* starts[BLOCK];
+    // fewer channels than lanes: lanes are segments of one channel
     auto run = [&](int used) {
         to_lanes<T>(starts, used, L, st, raw.data());
         block_fft<T>(raw.data(), L, window, tab, re.data(), im.data(), acc.data());

@@ -68,9 +68,10 @@ NATIVE_WELCH = welch_parts_native(torch.zeros(1, 1, 8), 8, torch.ones(8), False,
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("nperseg", [8, 64, 128, 48])  # 48: not a power of two (the torch code in any case)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_welch_paths_match_scipy(backend, dtype, nperseg, channels_last):
+@pytest.mark.parametrize("channels", [6, 20])  # the native kernel: lanes are segments, or channels
+def test_welch_paths_match_scipy(backend, dtype, nperseg, channels_last, channels):
     # the sequence demo's shapes: 8 of 64 samples used, strided views of (N, C, T) and (N, T, C)
-    xs = batches(30, [(64, 6, 128), (64, 6, 128), (13, 6, 128)], dtype=dtype, offset=3.0)
+    xs = batches(30, [(64, channels, 128), (64, channels, 128), (13, channels, 128)], dtype=dtype, offset=3.0)
     acc = ChannelSpectrum(nperseg=nperseg, backend=backend)
     for x in xs:
         if channels_last:
