@@ -82,6 +82,7 @@ class ChannelCovariance:
         self._device_index: torch.Tensor | None = None  # ``index`` on the activations' device, if capped
         self._rows: tuple[Any, torch.Tensor | None] = ((), None)  # (key, [rows, K+1] with a ones column)
         self._gram = Scratch()
+        self._plan: tuple[Any, ...] | None = None  # (batch key, buffers and views): see _absorb_rows
 
     # -- the state as (n, μ, M) -----------------------------------------------------------------
     @property
@@ -156,6 +157,13 @@ class ChannelCovariance:
 
     def _absorb_rows(self, data: torch.Tensor, channels_last: bool, index: torch.Tensor | None) -> None:
         """One copy of the rows used, shifted by ``r``, next to a column of ones, and one GEMM."""
+        plan = self._plan
+        if index is None and plan is not None and plan[0] == (data.shape, data.dtype, channels_last):
+            _, rows, xt, x, gram, n = plan  # the usual case: the buffers and views of the last batch
+            torch.sub(data if channels_last else data.transpose(1, 2), self._ref_work, out=rows)
+            self._sums += torch.mm(xt, x, out=gram)
+            self.count += n
+            return
         work = self._ref_work.dtype
         if channels_last:  # (n, S, C): one observation per row already
             src = data if index is None else data[:, :, index]
@@ -168,6 +176,8 @@ class ChannelCovariance:
         x = rows.view(n * s, k + 1)
         gram = torch.mm(x.t(), x, out=self._gram.get((k + 1, k + 1), work, x.device))
         self._add_gram(gram, n * s)
+        if index is None and self._rows[1] is rows:  # an owned buffer: keep the views for the next batch
+            self._plan = ((data.shape, data.dtype, channels_last), rows[:, :, :k], x.t(), x, gram, n * s)
 
     def _rows_buffer(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """``[n, S, K+1]`` in ``dtype``, its last column 1: kept when small, else from the shared workspace
