@@ -26,6 +26,11 @@ non-negative terms have no cancellation, so plain float64 addition makes ``merge
 rounding (the top-k most active channels are chosen at analysis time from the full grid). A batch
 whose positions differ from the first batch's (a shorter sequence, another image size) is skipped and
 its samples counted in ``skipped``: its cells would not line up with the others.
+
+**Cost per batch.** An all-finite CPU batch (float32/float64) is added by one native call
+(csrc/accumulate.cpp: ``Σ x²`` per channel and cell, summed in float64) when the extension is built;
+otherwise by torch kernels (squares, one sum over the samples, one over the positions of each cell).
+``backend="torch"`` forces the torch code, which is the reference.
 """
 
 from __future__ import annotations
