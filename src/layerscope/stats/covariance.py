@@ -109,6 +109,7 @@ class ChannelCovariance:
         sums[:k, :k] = comoment
         sums[k, k] = n
         self.count, self._ref, self._sums, self._ref_work = n, mean.to(torch.float64, copy=True), sums, None
+        self._plan = None
 
     # -- update ---------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
@@ -145,6 +146,7 @@ class ChannelCovariance:
         else:
             self._rebase(target.to(torch.float64))
         self._ref_work = target
+        self._plan = None  # it holds the reference of the last batch
 
     def _rebase(self, ref: torch.Tensor) -> None:
         """Re-express ``s`` and ``G`` about ``ref``: ``[x − r′; 1] = T [x − r; 1]`` with ``T = [[I, δ], [0, 1]]``,
@@ -156,42 +158,51 @@ class ChannelCovariance:
         self._ref = ref.to(self._sums.device)
 
     def _absorb_rows(self, data: torch.Tensor, channels_last: bool, index: torch.Tensor | None) -> None:
-        """One copy of the rows used, shifted by ``r``, next to a column of ones, and one GEMM."""
+        """One copy of the rows used, shifted by ``r``, next to a column (row) of ones, and one GEMM."""
         plan = self._plan
         if index is None and plan is not None and plan[0] == (data.shape, data.dtype, channels_last):
-            _, rows, xt, x, gram, n = plan  # the usual case: the buffers and views of the last batch
-            torch.sub(data if channels_last else data.transpose(1, 2), self._ref_work, out=rows)
-            self._sums += torch.mm(xt, x, out=gram)
+            _, dst, a, b, gram, n, ref = plan  # the usual case: the buffers and views of the last batch
+            torch.sub(data if channels_last else data.transpose(0, 1), ref, out=dst)
+            self._sums += torch.mm(a, b, out=gram)
             self.count += n
             return
         work = self._ref_work.dtype
-        if channels_last:  # (n, S, C): one observation per row already
+        if channels_last:  # (n, S, C): one observation per row already -> buffer (n, S, K+1)
             src = data if index is None else data[:, :, index]
-        else:  # (n, C, S)
-            src = data.transpose(1, 2)
-            src = src if index is None else src[:, :, index]
-        n, s, k = src.shape
-        rows = self._rows_buffer((n, s, k + 1), work, src.device)  # (n, S, K+1), last column ones
-        torch.sub(src, self._ref_work, out=rows[:, :, :k])
-        x = rows.view(n * s, k + 1)
-        gram = torch.mm(x.t(), x, out=self._gram.get((k + 1, k + 1), work, x.device))
+            n, s, k = src.shape
+            rows = self._rows_buffer((n, s, k + 1), work, src.device, channels_last)  # last column ones
+            dst = rows[:, :, :k]
+            x = rows.view(n * s, k + 1)
+            a, b = x.t(), x  # Xᵀ X
+        else:  # (n, C, S): each channel's positions are contiguous runs -> buffer (K+1, n, S)
+            src = data.transpose(0, 1)  # (C, n, S), a view
+            src = src if index is None else src[index]
+            k, n, s = src.shape
+            rows = self._rows_buffer((k + 1, n, s), work, src.device, channels_last)  # last row ones
+            dst = rows[:k]
+            x = rows.view(k + 1, n * s)
+            a, b = x, x.t()  # X Xᵀ
+        ref = self._ref_work if channels_last else self._ref_work[:, None, None]
+        torch.sub(src, ref, out=dst)
+        gram = torch.mm(a, b, out=self._gram.get((k + 1, k + 1), work, x.device))
         self._add_gram(gram, n * s)
         if index is None and self._rows[1] is rows:  # an owned buffer: keep the views for the next batch
-            self._plan = ((data.shape, data.dtype, channels_last), rows[:, :, :k], x.t(), x, gram, n * s)
+            self._plan = ((data.shape, data.dtype, channels_last), dst, a, b, gram, n * s, ref)
 
-    def _rows_buffer(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """``[n, S, K+1]`` in ``dtype``, its last column 1: kept when small, else from the shared workspace
-        (whose ones are written again each time)."""
+    def _rows_buffer(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                     channels_last: bool) -> torch.Tensor:
+        """``[n, S, K+1]`` (channels last) or ``[K+1, n, S]`` in ``dtype``, its last column (row) 1: kept
+        when small, else from the shared workspace (whose ones are written again each time)."""
         key = (shape, dtype, device)
         if self._rows[0] == key:
             return self._rows[1]
         if math.prod(shape) > SMALL:
             buf = workspace(torch.empty((), dtype=dtype, device=device).expand(shape))
-            buf[:, :, -1].fill_(1.0)
+            (buf[:, :, -1] if channels_last else buf[-1]).fill_(1.0)
             return buf
         with torch.inference_mode(False):  # a normal tensor: written in place outside inference mode too
             buf = torch.empty(shape, dtype=dtype, device=device)
-            buf[:, :, -1] = 1.0
+            (buf[:, :, -1] if channels_last else buf[-1]).fill_(1.0)
         self._rows = (key, buf)
         return buf
 
