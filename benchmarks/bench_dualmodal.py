@@ -15,8 +15,9 @@ interleaved repeats (drift hits every variant alike) and ratios to the moments-o
 - each of spectrum, spatial and covariance alone on top of moments (where the time goes);
 
 then the cost of one update of each accumulator per layer-batch with the number of torch kernels it
-dispatches (on this small model the per-kernel overhead, not the arithmetic, sets the floor), the FLOPs
-of the covariance GEMMs, ``torch.fft`` against SciPy's pocketfft on the Welch shapes, and the peak RSS
+dispatches (on this small model the per-kernel overhead, not the arithmetic, sets the floor; a native
+call counts no kernel), the FLOPs of the covariance GEMMs, the Welch sums of one layer-batch by the
+native call, by the torch kernels and ``torch.fft.rfft`` alone, and the peak RSS
 after 10 and after 100 batches of the full pass (memory must stay flat). Not a test: numbers, not
 assertions.
 """
@@ -31,12 +32,13 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import psutil
-import scipy.fft
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from layerscope._probe import Probe
 from layerscope.stats import ACCUMULATORS
+from layerscope.kernels._native_accumulate import welch_parts_native
+from layerscope.stats._periodogram import hann_window, welch_power_parts
 from layerscope.stats._sampling import DEFAULT_SAMPLES
 from layerscope.zoo.sequence import LENGTH, make_signals, sequence_data, trained_sequence_cnn
 
@@ -148,22 +150,35 @@ def update_costs(model, batches) -> dict[tuple[str, tuple[int, ...]], float]:
     return {k: statistics.median(v) * 1e6 for k, v in spent.items()}
 
 
-def fft_comparison() -> list[str]:
-    """torch.fft vs scipy.fft (workers=1) on the Welch shapes of the demo (8 samples, 3 segments)."""
-    lines = []
-    for c in (16, 32):
-        x = torch.randn(8, 3, c, 64)
-        for name, f in (("torch.fft", lambda x=x: torch.fft.rfft(x)),
-                        ("scipy.fft", lambda x=x: torch.from_numpy(scipy.fft.rfft(x.numpy(), workers=1)))):
+def _best_us(f, calls: int = 100, rounds: int = 7) -> tuple[float, float]:
+    f()
+    ts = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
             f()
-            ts = []
-            for _ in range(7):
-                start = time.perf_counter()
-                for _ in range(100):
-                    f()
-                ts.append((time.perf_counter() - start) / 100)
-            lines.append(f"{name} rfft {tuple(x.shape)}: min {min(ts) * 1e6:.1f} µs, median "
-                         f"{statistics.median(ts) * 1e6:.1f} µs")
+        ts.append((time.perf_counter() - start) / calls)
+    return min(ts) * 1e6, statistics.median(ts) * 1e6
+
+
+def welch_comparison() -> list[str]:
+    """One layer-batch's Welch sums on the demo's shapes (8 samples used, L = 64, 3 segments): the native
+    call, the torch kernels, and torch.fft's rfft alone (a floor for any torch path)."""
+    lines = []
+    for shape, channels_last in (((64, 16, 128), False), ((64, 128, 32), True)):
+        x = torch.randn(*shape)[::8]
+        c = shape[2] if channels_last else shape[1]
+        window = hann_window(64, x.dtype)
+        out = torch.zeros(c, 33, 2, dtype=torch.float64)
+        segs = torch.randn(x.shape[0] * 3 * c, 64)
+        cases = [("torch kernels", lambda: welch_power_parts(x, 64, window, channels_last)),
+                 ("torch.fft.rfft alone", lambda: torch.fft.rfft(segs))]
+        if welch_parts_native(x, 64, window, channels_last, out):
+            cases.insert(0, ("native call", lambda: welch_parts_native(x, 64, window, channels_last, out)))
+        for name, f in cases:
+            best, med = _best_us(f)
+            lines.append(f"Welch sums {tuple(x.shape)}{' channels last' if channels_last else ''}, {name}: "
+                         f"min {best:.1f} µs, median {med:.1f} µs")
     return lines
 
 
@@ -216,7 +231,7 @@ def main() -> None:
     print(f"covariance GEMMs: {used / 1e6:.1f} MFLOP per batch with covariance_samples={DEFAULT_SAMPLES} "
           f"({exact / 1e6:.0f} MFLOP with every row, C²·N·T per layer), vs {per_batch * 1e3:.2f} ms per "
           "moments-only batch")
-    for line in fft_comparison():
+    for line in welch_comparison():
         print("  " + line)
     (rss10, peak10), (rss100, peak100) = marks[10], marks[100]
     print(f"peak RSS (full pass, stream_spectrum=True): after 10 batches {rss10:.1f} MiB (getrusage "

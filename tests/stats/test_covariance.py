@@ -239,3 +239,23 @@ def test_budget_is_part_of_the_state_and_must_match_to_merge():
     feed(other, correlated(2, 3, 4))
     with pytest.raises(ValueError, match="covariance_samples"):
         acc.merge(other)
+
+
+def test_updates_after_a_merge_and_a_change_of_precision_continue_exactly():
+    # the state moves its reference on a merge (to the merged mean) and when the working precision
+    # changes (float64 then float32 activations): later batches must still add up to one np.cov
+    parts = [correlated(6, 5, 7, seed=s) for s in range(3)]
+    later = [correlated(6, 5, 7, seed=s, dtype=torch.float32) + 50.0 for s in range(3, 5)]
+    acc, other = ChannelCovariance(covariance_samples=None), ChannelCovariance(covariance_samples=None)
+    feed(acc, parts[0], Layout(1, Axis.TIME))
+    feed(other, parts[1], Layout(1, Axis.TIME))
+    acc.merge(ChannelCovariance.from_state_dict(other.state_dict()))
+    feed(acc, parts[2], Layout(1, Axis.TIME))
+    for x in later:
+        feed(acc, x.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))  # channels last, float32
+        feed(acc, x, Layout(1, Axis.TIME))  # channels first
+    rows = rows_of(torch.cat([*parts, *(x.double() for x in later for _ in range(2))]).numpy())
+    assert acc.count == rows.shape[0]
+    np.testing.assert_allclose(acc.mean.numpy(), rows.mean(0), rtol=1e-6)
+    ref = np.cov(rows, rowvar=False, bias=True)
+    np.testing.assert_allclose(acc.covariance().numpy(), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())

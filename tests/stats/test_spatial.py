@@ -45,11 +45,12 @@ def test_cell_edges_partition_like_adaptive_pool_starts():
 
 @pytest.mark.parametrize("shape, grid", [((3, 5, 10, 7), 4), ((2, 3, 8, 8), 8), ((4, 2, 3, 5), 8),
                                          ((5, 3, 17, 33), 8), ((2, 3, 1, 9), 8)])
-def test_image_grid_matches_loops(shape, grid):
+@pytest.mark.parametrize("backend", ["torch", None])  # None: the native kernel where it is built
+def test_image_grid_matches_loops(shape, grid, backend):
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randn(*shape, generator=gen, dtype=torch.float64) * (1 + torch.arange(shape[1]).reshape(
         1, -1, 1, 1)) for _ in range(3)]
-    acc = SpatialDensity(spatial_grid=grid)
+    acc = SpatialDensity(spatial_grid=grid, backend=backend)
     for b in batches:
         feed(acc, b)
     ref = reference_grid(torch.cat(batches).numpy(), grid)
@@ -57,13 +58,16 @@ def test_image_grid_matches_loops(shape, grid):
     np.testing.assert_allclose(acc.energy().numpy(), ref, rtol=1e-12)
 
 
-def test_sequence_bins_channels_first_and_last():
+@pytest.mark.parametrize("length", [21, 32, 5])  # unequal cells, equal cells, one position per cell
+@pytest.mark.parametrize("backend", ["torch", None])
+def test_sequence_bins_channels_first_and_last(length, backend):
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 4, 21, generator=gen, dtype=torch.float64)  # (N, C, T)
-    first = SpatialDensity(spatial_grid=8)
-    feed(first, x, Layout(1, Axis.TIME))
-    last = SpatialDensity(spatial_grid=8)
-    feed(last, x.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))  # (N, T, C), a Linear's output
+    x = torch.randn(6, 4, length, generator=gen, dtype=torch.float64)  # (N, C, T)
+    first = SpatialDensity(spatial_grid=8, backend=backend)
+    last = SpatialDensity(spatial_grid=8, backend=backend)
+    for part in (x[:2], x[2:5], x[5:]):  # the first batch sets up the state, the later ones add to it
+        feed(first, part, Layout(1, Axis.TIME))
+        feed(last, part.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))  # (N, T, C), a Linear's output
     ref = reference_grid(x.numpy(), 8)
     np.testing.assert_allclose(first.energy().numpy(), ref, rtol=1e-12)
     np.testing.assert_allclose(last.energy().numpy(), ref, rtol=1e-12)
@@ -181,10 +185,11 @@ def test_state_dict_is_a_copy_of_the_live_state():
 @pytest.mark.parametrize("budget", [8, 3])
 @pytest.mark.parametrize("shape, layout", [((6, 10, 7), SPACE), ((4, 37), Layout(1, Axis.TIME)),
                                            ((37, 4), Layout(-1, Axis.TIME))])
-def test_sampled_grid_matches_loops_over_exactly_the_samples_used(budget, shape, layout):
+@pytest.mark.parametrize("backend", ["torch", None])
+def test_sampled_grid_matches_loops_over_exactly_the_samples_used(budget, shape, layout, backend):
     gen = torch.Generator().manual_seed(3)
     batches = [torch.randn(n, *shape, generator=gen, dtype=torch.float64) + 1 for n in (40, 9, 5)]
-    acc = SpatialDensity(spatial_grid=4, spatial_samples=budget)
+    acc = SpatialDensity(spatial_grid=4, spatial_samples=budget, backend=backend)
     for b in batches:
         feed(acc, b, layout)
     used = torch.cat([b if b.shape[0] <= budget else b[:: -(-b.shape[0] // budget)] for b in batches])
@@ -193,12 +198,18 @@ def test_sampled_grid_matches_loops_over_exactly_the_samples_used(budget, shape,
     np.testing.assert_allclose(acc.energy().numpy(), reference_grid(ncs.numpy(), 4), rtol=1e-12)
 
 
-def test_sampled_float32_grid_within_float32_precision():
+@pytest.mark.parametrize("backend", ["torch", None])
+def test_sampled_float32_grid_within_float32_precision(backend):
     gen = torch.Generator().manual_seed(4)
-    x = torch.randn(64, 16, 128, generator=gen) * 2 + 0.5  # the sequence demo's conv layers
-    acc = SpatialDensity()  # the default budget: 8 samples
-    feed(acc, x, Layout(1, Axis.TIME))
-    np.testing.assert_allclose(acc.energy().numpy(), reference_grid(x[::8].numpy(), 8), rtol=1e-6)
+    xs = [torch.randn(64, 16, 128, generator=gen) * 2 + 0.5 for _ in range(3)]  # the sequence demo's conv layers
+    acc = SpatialDensity(backend=backend)  # the default budget: 8 samples
+    last = SpatialDensity(backend=backend)  # and its Linear layers (channels last)
+    for x in xs:
+        feed(acc, x, Layout(1, Axis.TIME))
+        feed(last, x.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))
+    ref = reference_grid(torch.cat([x[::8] for x in xs]).numpy(), 8)
+    np.testing.assert_allclose(acc.energy().numpy(), ref, rtol=1e-6)
+    np.testing.assert_allclose(last.energy().numpy(), ref, rtol=1e-6)
 
 
 def test_nonfinite_value_in_an_unused_sample_is_not_seen():

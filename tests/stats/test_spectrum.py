@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from layerscope.capture.layout import Axis, Layout, make_view
 from layerscope.kernels import channel_reduce
+from layerscope.kernels._native_accumulate import welch_parts_native
 from layerscope.stats import ACCUMULATORS
 from layerscope.stats.spectrum import ChannelSpectrum
 
@@ -58,6 +59,44 @@ def test_welch_channels_last_matches_scipy():
         feed(acc, x, Layout(-1, Axis.TIME))
     _, ref = welch_reference(torch.cat(xs).numpy(), 32, axis=1)
     np.testing.assert_allclose(acc.psd().numpy(), ref, rtol=1e-10, atol=1e-14)
+
+
+NATIVE_WELCH = welch_parts_native(torch.zeros(1, 1, 8), 8, torch.ones(8), False, torch.zeros(1, 5, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["torch", None])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("nperseg", [8, 64, 128, 48])  # 48: not a power of two (the torch code in any case)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("channels", [6, 20])  # the native kernel: lanes are segments, or channels
+def test_welch_paths_match_scipy(backend, dtype, nperseg, channels_last, channels):
+    # the sequence demo's shapes: 8 of 64 samples used, strided views of (N, C, T) and (N, T, C)
+    xs = batches(30, [(64, channels, 128), (64, channels, 128), (13, channels, 128)], dtype=dtype, offset=3.0)
+    acc = ChannelSpectrum(nperseg=nperseg, backend=backend)
+    for x in xs:
+        if channels_last:
+            feed(acc, x.transpose(1, 2).contiguous(), Layout(-1, Axis.TIME))
+        else:
+            feed(acc, x)
+    used = torch.cat([x[:: -(-x.shape[0] // 8)] for x in xs]).double().numpy()  # x[::⌈N/8⌉]
+    _, ref = welch_reference(used, nperseg, axis=2)
+    tol = dict(rtol=1e-10, atol=1e-13 * ref.max()) if dtype == torch.float64 else dict(rtol=2e-4, atol=1e-5 * ref.max())
+    np.testing.assert_allclose(acc.psd().numpy(), ref, **tol)
+
+
+@pytest.mark.skipif(not NATIVE_WELCH, reason="layerscope._C not built (the torch path is tested everywhere)")
+def test_native_welch_kernel_is_used_and_matches_scipy_directly():
+    x = torch.randn(5, 4, 96, dtype=torch.float64) - 7.0
+    out = torch.zeros(4, 17, 2, dtype=torch.float64)
+    assert welch_parts_native(x, 32, torch.hann_window(32, periodic=True, dtype=torch.float64), False, out)
+    _, ref = scipy.signal.welch(x.numpy(), nperseg=32, axis=2, scaling="spectrum", detrend="constant")
+    segments = 5 * ((96 - 32) // 16 + 1)
+    # scaling="spectrum": |X|² / (Σw)², one-sided (×2 but DC and Nyquist); mean over samples and segments
+    scale = np.full(17, 2.0)
+    scale[[0, -1]] = 1.0
+    power = out.sum(-1).numpy() * scale / (float(torch.hann_window(32, periodic=True, dtype=torch.float64).sum()) ** 2)
+    np.testing.assert_allclose(power / segments, ref.mean(0), rtol=1e-10, atol=1e-14)
+    assert not welch_parts_native(x, 24, torch.ones(24, dtype=torch.float64), False, out)  # not a power of two
 
 
 def test_float32_within_float32_precision():
@@ -286,3 +325,25 @@ def test_counts_and_segments_fold_uniform_increments_exactly():
     feed(acc, xs[0])
     again = ChannelSpectrum.from_state_dict(acc.state_dict())
     assert again.count.tolist() == [6 * 3 * 64 - 1, 6 * 3 * 64] and torch.equal(again.segments, acc.segments)
+
+
+@pytest.mark.parametrize("backend", ["torch", None])  # None: the native fold where it is built
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_counts_extremes_and_threshold_counts_match_numpy(backend, channels_last):
+    xs = batches(22, [(10, 3, 64), (4, 3, 64), (9, 3, 64)], offset=0.3)
+    xs[1][2, 1, 5] = float("nan")  # that channel: no segments from this batch, its finite values counted
+    acc = ChannelSpectrum(nperseg=32, thresholds=(0.0, 1.5), backend=backend)
+    layout = Layout(-1, Axis.TIME) if channels_last else CHANNELS_FIRST_TIME
+    for x in xs:
+        feed(acc, x.transpose(1, 2).contiguous() if channels_last else x, layout)
+    data = torch.cat(xs).numpy()
+    finite = np.isfinite(data)
+    assert acc.count.tolist() == finite.sum(axis=(0, 2)).tolist()
+    np.testing.assert_array_equal(acc.min.numpy(), np.where(finite, data, np.inf).min(axis=(0, 2)))
+    np.testing.assert_array_equal(acc.max.numpy(), np.where(finite, data, -np.inf).max(axis=(0, 2)))
+    for t, thr in enumerate((0.0, 1.5)):
+        assert acc.above[t].tolist() == (np.where(finite, data, -np.inf) > thr).sum(axis=(0, 2)).tolist()
+    used = [x.shape[0] if x.shape[0] <= 8 else len(range(0, x.shape[0], -(-x.shape[0] // 8))) for x in xs]
+    per_sample = (64 - 32) // 16 + 1
+    assert acc.segments.tolist() == [sum(used) * per_sample, (used[0] + used[2]) * per_sample,
+                                      sum(used) * per_sample]

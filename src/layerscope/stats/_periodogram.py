@@ -40,15 +40,17 @@ def real_fft(x: torch.Tensor, dims: int) -> torch.Tensor:
     return torch.fft.rfftn(x, dim=tuple(range(-dims, 0)))
 
 
-def welch_power_sum(x: torch.Tensor, length: int, window: torch.Tensor, channels_last: bool = False,
-                    scratch: Scratch | None = None) -> tuple[torch.Tensor, int]:
-    """``Σ |rfft(w · (seg − mean(seg)))|²`` over all segments of all samples: ``[C, L//2+1]``.
+def welch_power_parts(x: torch.Tensor, length: int, window: torch.Tensor, channels_last: bool = False,
+                      scratch: Scratch | None = None) -> tuple[torch.Tensor, int]:
+    """``Σ (Re X)²`` and ``Σ (Im X)²``, ``X = rfft(w · (seg − mean(seg)))``, over all segments of all
+    samples: ``[C, L//2+1, 2]`` (their sum over the last axis is the power; keeping the parts apart saves
+    that sum per batch).
 
     ``x`` is ``[N, C, T]`` (or ``[N, T, C]`` when ``channels_last``); also returns the number of
     segments per channel. One rfft over every segment of every channel; the sums are in ``x``'s
-    dtype (the caller adds them to float64 state). Five passes over the segments: the segment sums,
-    the detrended copy into ``scratch`` (in the layout the FFT wants), the window, the rfft, the
-    squares; then one sum over segments.
+    dtype (the caller adds them to float64 state). The segment sums, the detrended copy into
+    ``scratch`` (in the layout the FFT wants), the window, the rfft, the squares, and one sum over the
+    leading (segment) axis of the contiguous spectrum.
     """
     hop = length - length // 2
     if channels_last:
@@ -60,8 +62,15 @@ def welch_power_sum(x: torch.Tensor, length: int, window: torch.Tensor, channels
     # detrend='constant': seg − Σseg/L, written contiguous; then the window, in place
     windowed = torch.sub(segs, segs.sum(-1, keepdim=True), alpha=1.0 / length, out=out).mul_(window)
     spec = torch.view_as_real(real_fft(windowed, 1))  # (N, K, C, F, 2): re, im
-    power = spec.square_().view(n * k, c, -1).sum(0)  # (C, F·2): Σ re², Σ im²
-    return power.view(c, -1, 2).sum(-1), n * k
+    return spec.square_().view(n * k, -1).sum(0).view(c, -1, 2), n * k
+
+
+def welch_power_sum(x: torch.Tensor, length: int, window: torch.Tensor, channels_last: bool = False,
+                    scratch: Scratch | None = None) -> tuple[torch.Tensor, int]:
+    """``Σ |rfft(w · (seg − mean(seg)))|²`` over all segments of all samples: ``[C, L//2+1]``, and the
+    number of segments per channel (see :func:`welch_power_parts`)."""
+    parts, segments = welch_power_parts(x, length, window, channels_last, scratch)
+    return parts.sum(-1), segments
 
 
 def radial_bins(shape: tuple[int, int], device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:

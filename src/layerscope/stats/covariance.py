@@ -16,12 +16,16 @@ FLOPs when every row enters). Every batch contributes; ``n``, ``μ`` and ``M`` a
 the rows used (``observations`` counts them), an unbiased estimate of the covariance of all rows.
 ``covariance_samples=None`` uses every row: the exact covariance of the data.
 
-A batch's own ``M_b`` is one GEMM of the rows used, centred on their mean ``μ_b`` (float64: the mean
-over the samples used of the fused reduction's per-sample means, or its batch mean when every sample
-is used) rounded to the working precision, ``μ̃_b``; then ``M_b = X Xᵀ − n_b·dd ᵀ`` with ``d = μ_b − μ̃_b``
-(no second pass over the data). The GEMM runs in the activation's precision for float32/half
-activations (float32 accumulation, relative error of order 1e-6 per batch), in float64 for float64
-ones. Rows holding a NaN or ±Inf are left out (counted in ``dropped``).
+The state is kept as *shifted sums* about a fixed reference ``r`` (the first batch's channel means,
+rounded to the working precision): ``n``, ``s = Σ (x − r)`` and ``G = Σ (x − r)(x − r)ᵀ`` in float64, so
+that a batch costs one copy of the rows used, shifted by ``r`` and written next to a column of ones,
+and one GEMM of that ``[rows, K + 1]`` block with itself, which gives ``G_b`` and ``s_b`` together
+(``[[G_b, s_b], [s_bᵀ, n_b]]``); the float64 state adds it. Then ``μ = r + s/n`` and
+``M = G − s sᵀ/n`` (read when asked). The GEMM runs in the activation's precision for float32/half
+activations (float32 accumulation, relative error of order 1e-6 of ``Σ (x − r)²`` per batch), in
+float64 for float64 ones; ``merge`` and ``state_dict`` go through ``(n, μ, M)`` and the formula above,
+and the reference moves to the merged mean (exact: ``s`` and ``G`` are re-expressed about it). Rows
+holding a NaN or ±Inf are left out (counted in ``dropped``).
 
 Wide layers: with more than ``covariance_max_channels`` channels (default 1024, i.e. an 8 MiB matrix)
 only that many *evenly spaced* channels are tracked (``round(linspace(0, C − 1, cap))``), a fixed
@@ -30,6 +34,7 @@ choice that does not depend on the data, so merges stay exact; the analysis name
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -40,7 +45,8 @@ from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
-from ._scratch import Scratch
+from ..kernels._torch import workspace
+from ._scratch import SMALL, Scratch
 
 DEFAULT_MAX_CHANNELS = 1024
 
@@ -70,79 +76,140 @@ class ChannelCovariance:
         self.index: torch.Tensor | None = None  # int64 [K]: the tracked channels
         self.count = 0
         self.dropped = 0
-        self.mean: torch.Tensor | None = None  # float64 [K]
-        self.comoment: torch.Tensor | None = None  # float64 [K, K]
+        self._ref: torch.Tensor | None = None  # float64 [K]: the reference r (None until data arrives)
+        self._sums: torch.Tensor | None = None  # float64 [K+1, K+1]: [[G, s], [sᵀ, n]] about r
+        self._ref_work: torch.Tensor | None = None  # r in the working precision (r is exactly its value)
         self._device_index: torch.Tensor | None = None  # ``index`` on the activations' device, if capped
-        self._rows, self._gram = Scratch(), Scratch()  # the centred rows, X Xᵀ
-        self._weights: tuple[Any, torch.Tensor] = ((), torch.zeros(0))  # (key, [1, N]): see _rows_mean
+        self._rows: tuple[Any, torch.Tensor | None] = ((), None)  # (key, [rows, K+1] with a ones column)
+        self._gram = Scratch()
+        self._plan: tuple[Any, ...] | None = None  # (batch key, buffers and views): see _absorb_rows
 
+    # -- the state as (n, μ, M) -----------------------------------------------------------------
+    @property
+    def mean(self) -> torch.Tensor | None:
+        """float64 ``[K]``: ``r + s/n`` (None before any row)."""
+        if self._sums is None:
+            return None
+        k = self._ref.shape[0]
+        return self._ref + self._sums[k, :k] / max(self.count, 1)
+
+    @property
+    def comoment(self) -> torch.Tensor | None:
+        """float64 ``[K, K]``: ``M = Σ (x − μ)(x − μ)ᵀ = G − s sᵀ/n`` (None before any row)."""
+        if self._sums is None:
+            return None
+        k = self._ref.shape[0]
+        s = self._sums[k, :k]
+        return torch.addr(self._sums[:k, :k], s, s, alpha=-1.0 / max(self.count, 1))
+
+    def _set_moments(self, n: int, mean: torch.Tensor, comoment: torch.Tensor) -> None:
+        """State ``(n, μ, M)`` about the reference ``r = μ`` (``s = 0``, ``G = M``)."""
+        k = mean.shape[0]
+        sums = torch.zeros(k + 1, k + 1, dtype=torch.float64, device=mean.device)
+        sums[:k, :k] = comoment
+        sums[k, k] = n
+        self.count, self._ref, self._sums, self._ref_work = n, mean.to(torch.float64, copy=True), sums, None
+        self._plan = None
+
+    # -- update ---------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
         self._set_channels(view.num_channels)
         step = sample_step(view.num_samples, self.max_samples)
         data = view.data[::step] if step > 1 else view.data  # (n, C, S) or (n, S, C): the samples used
         index = self._index_on(data.device)
         if reduced.all_finite():
-            mean = reduced.mean if step == 1 else self._rows_mean(reduced.sample_mean, step)  # (C,) float64
-            self._absorb_rows(data, view.channels_last, index, mean if index is None else mean[index])
+            if self._ref_work is None or self._ref_work.dtype != _work_dtype(data.dtype):
+                self._start(reduced.mean if index is None else reduced.mean[index], _work_dtype(data.dtype))
+            self._absorb_rows(data, view.channels_last, index)
             return
-        # rare path: drop the positions with a non-finite value; their mean is not the reduction's
+        # rare path: drop the positions with a non-finite value
         rows = (data if view.channels_last else data.transpose(1, 2)).reshape(-1, view.num_channels)  # (n·S, C)
         rows = rows if index is None else rows[:, index]
         ok = torch.isfinite(rows).all(1)
         self.dropped += int((~ok).sum())
         rows = rows[ok]
         if rows.shape[0]:
-            mean = rows.to(torch.float64).mean(0)
             work = _work_dtype(rows.dtype)
-            shift = mean.to(work)
-            x = rows.to(work) - shift  # (m, K)
-            self._absorb_gram(x.shape[0], mean, x.T @ x, None if work == torch.float64 else mean - shift)
+            if self._ref_work is None or self._ref_work.dtype != work:
+                self._start(rows.to(torch.float64).mean(0), work)
+            x = torch.cat([rows.to(work) - self._ref_work, rows.new_ones(rows.shape[0], 1, dtype=work)], 1)
+            self._add_gram(x.T @ x, x.shape[0])
 
-    def _absorb_rows(self, data: torch.Tensor, channels_last: bool, index: torch.Tensor | None,
-                     mean: torch.Tensor) -> None:
-        """One copy of the rows used, centred on ``μ̃`` (``mean`` in the working precision), and one GEMM."""
-        work = _work_dtype(data.dtype)
-        shift = mean.to(work)  # (K,) μ̃
-        if channels_last:  # (n, S, C): one observation per row already
+    def _start(self, mean: torch.Tensor, work: torch.dtype) -> None:
+        """Fix the reference for GEMMs in ``work``: ``mean`` rounded to it on the first batch, else the
+        current reference rounded to it (the sums are re-expressed about it, exactly)."""
+        target = (mean if self._sums is None else self._ref).to(work)
+        if self._sums is None:
+            k = target.shape[0]
+            self._sums = torch.zeros(k + 1, k + 1, dtype=torch.float64, device=target.device)
+            self._ref = target.to(torch.float64)
+        else:
+            self._rebase(target.to(torch.float64))
+        self._ref_work = target
+        self._plan = None  # it holds the reference of the last batch
+
+    def _rebase(self, ref: torch.Tensor) -> None:
+        """Re-express ``s`` and ``G`` about ``ref``: ``[x − r′; 1] = T [x − r; 1]`` with ``T = [[I, δ], [0, 1]]``,
+        ``δ = r − r′``, so the sums become ``T S Tᵀ``."""
+        k = ref.shape[0]
+        t = torch.eye(k + 1, dtype=torch.float64, device=self._sums.device)
+        t[:k, k] = self._ref.to(t.device) - ref.to(t.device)
+        self._sums = t @ self._sums @ t.T
+        self._ref = ref.to(self._sums.device)
+
+    def _absorb_rows(self, data: torch.Tensor, channels_last: bool, index: torch.Tensor | None) -> None:
+        """One copy of the rows used, shifted by ``r``, next to a column (row) of ones, and one GEMM."""
+        plan = self._plan
+        if index is None and plan is not None and plan[0] == (data.shape, data.dtype, channels_last):
+            _, dst, a, b, gram, n, ref = plan  # the usual case: the buffers and views of the last batch
+            torch.sub(data if channels_last else data.transpose(0, 1), ref, out=dst)
+            self._sums += torch.mm(a, b, out=gram)
+            self.count += n
+            return
+        work = self._ref_work.dtype
+        if channels_last:  # (n, S, C): one observation per row already -> buffer (n, S, K+1)
             src = data if index is None else data[:, :, index]
-            x = torch.sub(src, shift, out=self._rows.get(tuple(src.shape), work, src.device))  # (n, S, K)
-            x = x.view(-1, x.shape[-1])  # (n·S, K)
-            rows, gram = x.shape[0], torch.mm(x.t(), x, out=self._gram.get((x.shape[1],) * 2, work, x.device))
-        else:  # (n, C, S): the channels' rows are contiguous along S
+            n, s, k = src.shape
+            rows = self._rows_buffer((n, s, k + 1), work, src.device, channels_last)  # last column ones
+            dst = rows[:, :, :k]
+            x = rows.view(n * s, k + 1)
+            a, b = x.t(), x  # Xᵀ X
+        else:  # (n, C, S): each channel's positions are contiguous runs -> buffer (K+1, n, S)
             src = data.transpose(0, 1)  # (C, n, S), a view
             src = src if index is None else src[index]
-            x = torch.sub(src, shift[:, None, None], out=self._rows.get(tuple(src.shape), work, src.device))
-            x = x.view(x.shape[0], -1)  # (K, n·S)
-            rows, gram = x.shape[1], torch.mm(x, x.t(), out=self._gram.get((x.shape[0],) * 2, work, x.device))
-        self._absorb_gram(rows, mean, gram, None if work == torch.float64 else mean - shift)
+            k, n, s = src.shape
+            rows = self._rows_buffer((k + 1, n, s), work, src.device, channels_last)  # last row ones
+            dst = rows[:k]
+            x = rows.view(k + 1, n * s)
+            a, b = x, x.t()  # X Xᵀ
+        ref = self._ref_work if channels_last else self._ref_work[:, None, None]
+        torch.sub(src, ref, out=dst)
+        gram = torch.mm(a, b, out=self._gram.get((k + 1, k + 1), work, x.device))
+        self._add_gram(gram, n * s)
+        if index is None and self._rows[1] is rows:  # an owned buffer: keep the views for the next batch
+            self._plan = ((data.shape, data.dtype, channels_last), dst, a, b, gram, n * s, ref)
 
-    def _absorb_gram(self, n: int, mean: torch.Tensor, gram: torch.Tensor, d: torch.Tensor | None) -> None:
-        """Chan et al. in place, for a batch of ``n`` rows with mean ``mean`` (float64 ``[K]``) and
-        ``gram = Σ (x − μ̃)(x − μ̃)ᵀ``: its co-moment is ``gram − n·d dᵀ``, ``d = μ − μ̃`` (None: 0)."""
-        if self.mean is None:
-            self.count, self.mean = n, mean.to(torch.float64, copy=True)
-            self.comoment = gram.to(torch.float64, copy=True)
-            if d is not None:
-                self.comoment.addr_(d, d, alpha=-n)
-            return
-        total = self.count + n
-        delta = mean - self.mean  # (K,)
-        self.comoment.add_(gram)
-        if d is not None:
-            self.comoment.addr_(d, d, alpha=-n)
-        self.comoment.addr_(delta, delta, alpha=self.count * n / total)
-        self.mean.add_(delta, alpha=n / total)
-        self.count = total
+    def _rows_buffer(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                     channels_last: bool) -> torch.Tensor:
+        """``[n, S, K+1]`` (channels last) or ``[K+1, n, S]`` in ``dtype``, its last column (row) 1: kept
+        when small, else from the shared workspace (whose ones are written again each time)."""
+        key = (shape, dtype, device)
+        if self._rows[0] == key:
+            return self._rows[1]
+        if math.prod(shape) > SMALL:
+            buf = workspace(torch.empty((), dtype=dtype, device=device).expand(shape))
+            (buf[:, :, -1] if channels_last else buf[-1]).fill_(1.0)
+            return buf
+        with torch.inference_mode(False):  # a normal tensor: written in place outside inference mode too
+            buf = torch.empty(shape, dtype=dtype, device=device)
+            (buf[:, :, -1] if channels_last else buf[-1]).fill_(1.0)
+        self._rows = (key, buf)
+        return buf
 
-    def _rows_mean(self, sample_mean: torch.Tensor, step: int) -> torch.Tensor:
-        """Mean of the rows of the samples ``[::step]``: the mean of their per-sample means (every sample
-        has the same number of positions), as one product with cached weights ``[1, N]``."""
-        key = (sample_mean.shape[0], step, sample_mean.device)
-        if self._weights[0] != key:
-            w = torch.zeros(1, key[0], dtype=torch.float64, device=sample_mean.device)
-            w[0, ::step] = 1.0 / w[0, ::step].numel()
-            self._weights = (key, w)
-        return (self._weights[1] @ sample_mean)[0]  # (1, N) @ (N, C) -> (C,)
+    def _add_gram(self, gram: torch.Tensor, n: int) -> None:
+        """Add one batch's ``[[G_b, s_b], [s_bᵀ, n_b]]`` (about ``r``, in the working precision)."""
+        self._sums += gram
+        self.count += n
 
     def _index_on(self, device: torch.device) -> torch.Tensor | None:
         """The tracked channels on ``device``, or None when every channel is tracked."""
@@ -162,20 +229,6 @@ class ChannelCovariance:
                 "the same number of channels (set its layout explicitly)"
             )
 
-    def _absorb(self, n: int, mean: torch.Tensor, comoment: torch.Tensor) -> None:
-        """Chan et al.'s update (module docstring) into this accumulator's state, in place (two fused ops on
-        [K, K])."""
-        if self.mean is None:
-            self.count, self.mean, self.comoment = n, mean.clone(), comoment.clone()
-            return
-        total = self.count + n
-        if total == 0:
-            return
-        delta = mean.to(self.mean.device) - self.mean  # (K,)
-        self.comoment.add_(comoment.to(self.mean.device)).addr_(delta, delta, alpha=self.count * n / total)
-        self.mean.add_(delta, alpha=n / total)
-        self.count = total
-
     def merge(self, other: Self) -> None:
         if other.index is None:
             return
@@ -187,21 +240,32 @@ class ChannelCovariance:
                              f"one of covariance_samples={self.max_samples}: use the same option")
         self._set_channels(other.channels)
         self.dropped += other.dropped
-        if other.mean is not None:
-            self._absorb(other.count, other.mean, other.comoment)
+        if other._sums is None or other.count == 0:
+            return
+        if self._sums is None:
+            self._set_moments(other.count, other.mean, other.comoment)
+            return
+        # Chan et al. (module docstring) on (n, μ, M); the reference moves to the merged mean
+        n_a, mean_a, m_a = self.count, self.mean, self.comoment
+        dev = mean_a.device
+        n_b, mean_b, m_b = other.count, other.mean.to(dev), other.comoment.to(dev)
+        total = n_a + n_b
+        delta = mean_b - mean_a
+        self._set_moments(total, mean_a + delta * (n_b / total),
+                          (m_a + m_b).addr_(delta, delta, alpha=n_a * n_b / total))
 
     def covariance(self) -> torch.Tensor:
         """Population covariance ``M / n`` of the tracked channels (float64 ``[K, K]``)."""
-        return self.comoment / max(self.count, 1)
+        comoment = self.comoment
+        return None if comoment is None else comoment / max(self.count, 1)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"max_channels": self.max_channels, "covariance_samples": self.max_samples,
                                  "channels": self.channels, "count": self.count, "dropped": self.dropped}
         if self.index is not None:
             state["index"] = self.index.cpu()
-        if self.mean is not None:
-            # copies: the live state is updated in place
-            state.update(mean=self.mean.detach().cpu().clone(), comoment=self.comoment.detach().cpu().clone())
+        if self._sums is not None:
+            state.update(mean=self.mean.detach().cpu(), comoment=self.comoment.detach().cpu())  # fresh tensors
         return state
 
     @classmethod
@@ -213,6 +277,6 @@ class ChannelCovariance:
         if "index" in state:
             acc.index = torch.as_tensor(state["index"], dtype=torch.int64)
         if "mean" in state:
-            acc.mean = torch.as_tensor(state["mean"], dtype=torch.float64).clone()
-            acc.comoment = torch.as_tensor(state["comoment"], dtype=torch.float64).clone()
+            acc._set_moments(acc.count, torch.as_tensor(state["mean"], dtype=torch.float64),
+                             torch.as_tensor(state["comoment"], dtype=torch.float64))
         return acc

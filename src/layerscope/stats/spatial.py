@@ -26,6 +26,11 @@ non-negative terms have no cancellation, so plain float64 addition makes ``merge
 rounding (the top-k most active channels are chosen at analysis time from the full grid). A batch
 whose positions differ from the first batch's (a shorter sequence, another image size) is skipped and
 its samples counted in ``skipped``: its cells would not line up with the others.
+
+**Cost per batch.** An all-finite CPU batch (float32/float64) is added by one native call
+(csrc/accumulate.cpp: ``Σ x²`` per channel and cell, summed in float64) when the extension is built;
+otherwise by torch kernels (squares, one sum over the samples, one over the positions of each cell).
+``backend="torch"`` forces the torch code, which is the reference.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from typing_extensions import Self
 from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
+from ..kernels._native_accumulate import available as native_available
+from ..kernels._native_accumulate import cell_energy_native
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from ._scratch import Scratch
@@ -73,7 +80,7 @@ class SpatialDensity:
 
     def __init__(
         self, spatial_grid: int = DEFAULT_GRID, spatial_top_k: int = DEFAULT_TOP_K,
-        spatial_samples: int | None = DEFAULT_SAMPLES, **_: Any
+        spatial_samples: int | None = DEFAULT_SAMPLES, backend: str | None = None, **_: Any
     ) -> None:
         if spatial_grid < 1:
             raise ConfigError(f"spatial_grid must be at least 1 (got {spatial_grid})")
@@ -86,6 +93,8 @@ class SpatialDensity:
         self.samples = 0
         self.skipped = 0  # samples of batches whose spatial shape differed from the first batch's
         self._pooling: tuple[torch.Tensor, ...] = ()  # pooling matrices, built on first use
+        self._plan: tuple[Any, Any] = ((), None)  # (batch key, (reduce, target, cell)): see _plan_for
+        self._native = backend != "torch"  # all-finite CPU batches in one native call (csrc/accumulate.cpp)
         self._squares = Scratch()
 
     @property
@@ -114,13 +123,70 @@ class SpatialDensity:
         if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
             data = data.float()
         if reduced.all_finite():
-            sq = torch.mul(data, data, out=self._squares.get(tuple(data.shape), data.dtype, data.device))
-            self._absorb(self._pool(self._sum_over_samples(view, sq)), None, data.shape[0])
+            key = (tuple(data.shape), data.dtype, data.device, view.channels_last)
+            if self._plan[0] != key:
+                self._plan = (key, self._plan_for(view, data))
+            reduce, target, cell = self._plan[1]
+            if cell is not None and cell_energy_native(data, view.channels_last, cell, target):
+                self.samples += data.shape[0]  # one native call added the batch's cell sums
+                return
+            sq = torch.mul(data, data, out=self._squares.get(key[0], data.dtype, data.device))
+            if target is None:  # the first batch: set up the state (and plan again, with it)
+                self._absorb(reduce(sq), None, data.shape[0])
+                self._plan = (key, self._plan_for(view, data))
+            else:
+                self.energy_sum.add_(reduce(sq))  # float64 state += the batch's cell sums
+                self.samples += data.shape[0]
             return
         finite = torch.isfinite(data)
         sq = torch.where(finite, data.square(), 0.0)
         bad = self._pool(self._sum_over_samples(view, (~finite).to(data.dtype))).round().long()
         self._absorb(self._pool(self._sum_over_samples(view, sq)), bad, data.shape[0])
+
+    def _plan_for(self, view: LayoutView, data: torch.Tensor) -> tuple[Any, torch.Tensor | None, Any]:
+        """How an all-finite batch of this shape is summed into cells: ``(reduce, target, cell)``,
+        ``reduce`` mapping the squares to the batch's cell sums (torch), ``target`` the state they are
+        added to (None before the state exists) and ``cell`` the int32 cell of each position for the
+        native kernel (one call: squares and sums; None when it cannot run). The torch path: for equal
+        cells (every grid here but a few image sizes) one sum over the samples (a contiguous leading
+        axis) and one over the positions of each cell, in a view; else the pooling matrices of
+        :meth:`_pool`."""
+        shape, cells = tuple(self.spatial_shape or ()), self.cells
+        positions = shape[-2:]
+        target = self.energy_sum
+        cell = None
+        if (target is not None and self._native and data.device.type == "cpu"
+                and data.dtype in (torch.float32, torch.float64) and native_available()):
+            cell = self._cell_of_position().to(torch.int32)
+            target = target.view(target.shape[0], -1)  # (C, cells): a view of the contiguous state
+        if not all(n % g == 0 for n, g in zip(positions, cells, strict=True)):
+            return (lambda sq: self._pool(self._sum_over_samples(view, sq))), target, cell
+        lead = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        split = [lead] + [d for n, g in zip(positions, cells, strict=True) for d in (g, n // g)]
+        summed = tuple(i for i in range(0, len(split), 2) if split[i] > 1)  # the lead and within-cell axes
+        c = view.num_channels
+        if view.channels_last:  # (S, C) after the sum over samples: cells come out (*cells, C)
+            split = [*split, c]
+        else:
+            split, summed = [c, *split], tuple(i + 1 for i in summed)
+
+        order = (len(cells), *range(len(cells)))  # (*cells, C) -> (C, *cells)
+
+        def reduce(sq: torch.Tensor) -> torch.Tensor:  # -> (C, *cells), a transposed view if channels last
+            s = sq.sum(0).view(split)
+            s = s.sum(summed) if summed else s
+            return s.view(*cells, c).permute(order) if view.channels_last else s.view(c, *cells)
+
+        return reduce, target, cell
+
+    def _cell_of_position(self) -> torch.Tensor:
+        """The flat cell index of each flattened position (int64 ``[S]``; leading spatial dims included)."""
+        shape, cells = tuple(self.spatial_shape or ()), self.cells
+        if not shape:
+            return torch.zeros(1, dtype=torch.int64)
+        idx = [cell_index(n, g) for n, g in zip(shape[-2:], cells, strict=True)]
+        flat = idx[0] if len(idx) == 1 else (idx[0][:, None] * cells[1] + idx[1][None, :]).flatten()
+        return flat.repeat(math.prod(shape[:-2]) if len(shape) > 2 else 1)
 
     def _sum_over_samples(self, view: LayoutView, values: torch.Tensor) -> torch.Tensor:
         """``values`` shaped like (the samples used of) ``view.data``, summed over samples: ``(C, [H,] W)``
@@ -166,7 +232,7 @@ class SpatialDensity:
 
     def _absorb(self, energy_sum: torch.Tensor, nonfinite: torch.Tensor | None, samples: int) -> None:
         if self.energy_sum is None:
-            self.energy_sum = energy_sum.to(torch.float64, copy=True)
+            self.energy_sum = energy_sum.to(torch.float64, copy=True, memory_format=torch.contiguous_format)
             self.nonfinite = torch.zeros(energy_sum.shape, dtype=torch.int64, device=energy_sum.device)
         elif energy_sum.shape != self.energy_sum.shape:
             raise ValueError(

@@ -43,6 +43,14 @@ series) and keeps this accumulator's ring buffer.
 Besides the spectra the accumulator keeps, from the shared channel reduction and at no extra read,
 each channel's count, min, max and the counts above each threshold — what the operational-state
 rules need for ``dead`` (max == min) and ``saturated`` (values within 2 % of a bounded range).
+
+**Cost per batch.** The Welch sums are kept as ``Σ (Re X)²`` and ``Σ (Im X)²`` (``[C, F, 2]``, added
+when read: one kernel fewer per batch). On the CPU, with the native extension built, an all-finite
+float32/float64 batch with a power-of-two ``L`` is folded in by one native call (csrc/welch.cpp:
+detrend, window, radix-2 real FFT vectorised across segments, squares added in float64), and the
+counts, extremes, threshold counts and segments by another (csrc/accumulate.cpp), instead of about a
+dozen torch kernels; the torch code (:mod:`._periodogram`) is the reference, serves every other case,
+and is forced with the option ``backend="torch"``.
 """
 
 from __future__ import annotations
@@ -56,7 +64,15 @@ from typing_extensions import Self
 
 from ..capture.layout import Axis, LayoutView
 from ..kernels import ChannelStats
-from ._periodogram import hann_window, onesided_scale, radial_bins, radial_power_sum, welch_power_sum
+from ..kernels._native_accumulate import fold_reduction_native, welch_parts_native
+from ._periodogram import (
+    hann_window,
+    onesided_scale,
+    radial_bins,
+    radial_power_sum,
+    welch_power_parts,
+    welch_power_sum,
+)
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from ._scratch import Scratch
@@ -90,6 +106,7 @@ class ChannelSpectrum:
         spectrum_top_k: int = 8,
         slope_range: Sequence[float] | None = None,
         state_rules: dict[str, Any] | None = None,
+        backend: str | None = None,
         **_: Any,
     ) -> None:
         if int(nperseg) < 2 or int(stream_nperseg) < 2:
@@ -110,7 +127,9 @@ class ChannelSpectrum:
         self.spatial_shape: tuple[int, ...] = ()
         self.skipped = 0
         # every tensor is None until the first update
-        self.power: torch.Tensor | None = None  # (C, F) float64 Σ|X|² (Welch) or ring sums (radial)
+        # (C, F, P) float64: the power (C, F) — Σ|X|² (Welch) or ring sums (radial) — kept as P parts that
+        # add up to it: Σ(Re X)² and Σ(Im X)² for Welch (P = 2), the power itself otherwise (P = 1)
+        self._parts: torch.Tensor | None = None
         self.segments: torch.Tensor | None = None  # (C,) int64 segments (Welch) or samples (radial)
         self.count: torch.Tensor | None = None  # (C,) int64 finite values seen
         self.min: torch.Tensor | None = None  # (C,) float64
@@ -123,23 +142,42 @@ class ChannelSpectrum:
         self._window: torch.Tensor | None = None
         self._bins: torch.Tensor | None = None
         self._scratch = Scratch()
+        # the Welch sums of all-finite CPU batches go through one native call (csrc/welch.cpp) unless the
+        # torch kernels are forced; the torch code is the reference and serves every other case
+        self._native = backend != "torch"
+
+    @property
+    def power(self) -> torch.Tensor | None:
+        """``(C, F)`` float64: Σ|X|² over the segments (Welch) or the ring sums (radial); None before data."""
+        return None if self._parts is None else self._parts.sum(-1)
+
+    @power.setter
+    def power(self, value: torch.Tensor | None) -> None:
+        if value is None:
+            self._parts = None
+            return
+        value = torch.as_tensor(value, dtype=torch.float64)
+        parts = torch.zeros(*value.shape, 2 if self.kind == "welch" else 1, dtype=torch.float64, device=value.device)
+        parts[..., 0] = value
+        self._parts = parts
 
     # -- update --------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
         if self.kind is None:
             self._start(view, reduced)
-        if reduced.count.shape[0] != self.power.shape[0]:
+        if reduced.count.shape[0] != self._parts.shape[0]:
             raise ValueError(
-                f"channel count changed from {self.power.shape[0]} to {reduced.count.shape[0]}: a layer's "
+                f"channel count changed from {self._parts.shape[0]} to {reduced.count.shape[0]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
         # False also when rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
         finite = self.kind != "none" and reduced.all_finite()
-        self._absorb_reduction(reduced)
+        segments = 0  # Welch segments per channel that the native Welch call left for the fold to count
         if self.kind == "welch":
-            self._update_welch(view, reduced, finite)
+            segments = self._update_welch(view, reduced, finite)
         elif self.kind == "radial":
             self._update_radial(view, reduced, finite)
+        self._absorb_reduction(reduced, segments)
         if self.stream:
             self._stream_step(reduced.mean)
 
@@ -154,7 +192,7 @@ class ChannelSpectrum:
             n_bins = min(shape) // 2 + 1
         else:
             self.kind, n_bins = "none", 0
-        self.power = torch.zeros(c, n_bins, dtype=torch.float64, device=dev)
+        self._parts = torch.zeros(c, n_bins, 2 if self.kind == "welch" else 1, dtype=torch.float64, device=dev)
         self.segments = torch.zeros(c, dtype=torch.int64, device=dev)
         self.count = torch.zeros(c, dtype=torch.int64, device=dev)
         self.min = torch.full((c,), math.inf, dtype=torch.float64, device=dev)
@@ -164,21 +202,31 @@ class ChannelSpectrum:
             self.stream_buffer = torch.zeros(c, self.stream_nperseg, dtype=torch.float64, device=dev)
             self.stream_power = torch.zeros(c, self.stream_nperseg // 2 + 1, dtype=torch.float64, device=dev)
 
-    def _absorb_reduction(self, reduced: ChannelStats) -> None:
+    def _absorb_reduction(self, reduced: ChannelStats, segments: int = 0) -> None:
+        """Counts, extremes and threshold counts of the batch, and ``segments`` more for every channel: one
+        native call on the CPU, else four or five kernels."""
+        if self._native and fold_reduction_native(
+            (self.count, self.min, self.max, self.above), (reduced.count, reduced.min, reduced.max, reduced.above),
+            self.segments if segments else None, segments,
+        ):
+            return
+        if segments:
+            self.segments += segments
         self.count += reduced.count
         torch.minimum(self.min, reduced.min, out=self.min)
         torch.maximum(self.max, reduced.max, out=self.max)
         if reduced.above.shape[0] == self.above.shape[0]:
             self.above += reduced.above
 
-    def _add_power(self, power: torch.Tensor, n_seg: int, reduced: ChannelStats, finite: bool) -> None:
-        """Add one batch's sums; a channel with a NaN or ±Inf in this batch adds nothing."""
+    def _add_power(self, parts: torch.Tensor, n_seg: int, reduced: ChannelStats, finite: bool) -> None:
+        """Add one batch's sums (``(C, F, P)``, like ``_parts``); a channel with a NaN or ±Inf in this
+        batch adds nothing."""
         if finite:
-            self.power += power
+            self._parts += parts
             self.segments += n_seg
             return
         ok = (reduced.nan + reduced.inf) == 0  # (C,)
-        self.power += torch.where(ok[:, None], power, 0.0)
+        self._parts += torch.where(ok[:, None, None], parts, 0.0)
         self.segments += ok.to(torch.int64) * n_seg
 
     def _subsample(self, x: torch.Tensor) -> torch.Tensor:
@@ -186,18 +234,25 @@ class ChannelSpectrum:
         step = sample_step(x.shape[0], self.max_samples)
         return x[::step] if step > 1 else x
 
-    def _update_welch(self, view: LayoutView, reduced: ChannelStats, finite: bool) -> None:
+    def _update_welch(self, view: LayoutView, reduced: ChannelStats, finite: bool) -> int:
+        """Add the batch's Welch sums; returns the segments per channel still to be counted (the native
+        path leaves them to :meth:`_absorb_reduction`), else 0."""
         if len(view.spatial_shape) == 1:
             x, channels_last = self._subsample(view.data), view.channels_last  # (N, C, T) or (N, T, C)
         else:
             x, channels_last = _fold_time(self._subsample(view.data), view), False  # (N·A…, C, T)
         if x.shape[1 if channels_last else 2] < self.length:
             self.skipped += view.num_samples
-            return
+            return 0
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        power, n_seg = welch_power_sum(x, self.length, self._window_for(x), channels_last, self._scratch)
-        self._add_power(power, n_seg, reduced, finite)
+        window = self._window_for(x)
+        if finite and self._native and welch_parts_native(x, self.length, window, channels_last, self._parts):
+            hop = self.length - self.length // 2  # the native kernel added the parts in place
+            return x.shape[0] * ((x.shape[1 if channels_last else 2] - self.length) // hop + 1)
+        parts, n_seg = welch_power_parts(x, self.length, window, channels_last, self._scratch)
+        self._add_power(parts, n_seg, reduced, finite)
+        return 0
 
     def _window_for(self, x: torch.Tensor) -> torch.Tensor:
         """The Hann window in ``x``'s dtype and on its device (cached)."""
@@ -217,7 +272,7 @@ class ChannelSpectrum:
             x = x.float()
         if self._bins is None or self._bins.device != x.device:
             self._bins, _ = radial_bins(self.spatial_shape, x.device)
-        self._add_power(radial_power_sum(x, self._bins), x.shape[0], reduced, finite)
+        self._add_power(radial_power_sum(x, self._bins)[:, :, None], x.shape[0], reduced, finite)
 
     def _stream_step(self, channel_mean: torch.Tensor) -> None:
         """Append one step (the batch's per-channel mean) and emit a Welch segment every hop."""
@@ -276,14 +331,15 @@ class ChannelSpectrum:
 
     # -- merge and state -----------------------------------------------------------------------
     def merge(self, other: Self) -> None:
-        if other.power is None:
+        if other._parts is None:
             return
-        if self.power is None:
+        if self._parts is None:
             self._adopt(other)
             return
         self._check_compatible(other)
-        dev = self.power.device
-        for f in ("power", "segments", "count", "above"):
+        dev = self._parts.device
+        self._parts = self._parts + other._parts.to(dev)
+        for f in ("segments", "count", "above"):
             setattr(self, f, getattr(self, f) + getattr(other, f).to(dev))
         self.min = torch.minimum(self.min, other.min.to(dev))
         self.max = torch.maximum(self.max, other.max.to(dev))
@@ -303,6 +359,7 @@ class ChannelSpectrum:
         for f in ("kind", "length", "spatial_shape", "skipped", "stream_steps", "stream_segments",
                   *_TENSORS, *(_STREAM_TENSORS if self.stream else ())):
             setattr(self, f, getattr(copy, f))
+        self._parts = copy._parts
 
     def _check_compatible(self, other: Self) -> None:
         mine, theirs = ((*(getattr(a, f) for f in _MERGE_KEYS), a.power.shape) for a in (self, other))
@@ -321,11 +378,14 @@ class ChannelSpectrum:
             "slope_range": list(self.slope_range) if self.slope_range else None,
             "state_rules": dict(self.state_rules),
         }
-        if self.power is not None:
+        if self._parts is not None:
             state.update({"kind": self.kind, "length": self.length, "spatial_shape": list(self.spatial_shape),
                           "skipped": self.skipped, "stream_steps": self.stream_steps,
                           "stream_segments": self.stream_segments})
             state.update({f: getattr(self, f).detach().cpu() for f in _TENSORS})
+            # the parts that add up to ``power``, so that a restored accumulator goes on bit for bit
+            # (optional: a state without them restores from ``power``)
+            state["power_parts"] = self._parts.detach().cpu().clone()
             if self.stream:
                 state.update({f: getattr(self, f).detach().cpu() for f in _STREAM_TENSORS})
         return state
@@ -340,6 +400,8 @@ class ChannelSpectrum:
             acc.stream_segments = int(state["stream_segments"])
             for f in _TENSORS + (_STREAM_TENSORS if acc.stream else ()):
                 setattr(acc, f, torch.as_tensor(state[f]).clone())
+            if "power_parts" in state:
+                acc._parts = torch.as_tensor(state["power_parts"], dtype=torch.float64).clone()
         return acc
 
 

@@ -1,0 +1,269 @@
+// Welch sums of one batch for the ``spectrum`` accumulator, in one call: for every segment of every
+// sample of every channel, detrend (subtract the segment mean), window, real FFT, and add the squared
+// real and imaginary parts of each bin into float64 state ``[C, L/2+1, 2]`` (the definitions are in
+// src/layerscope/stats/spectrum.py and _periodogram.py, whose torch code is the reference and the
+// fallback).
+//
+// The real FFT of length L (a power of two, 8 ≤ L ≤ 2^16) is a complex radix-2 FFT of length L/2 on
+// the packed samples z_j = y_2j + i·y_2j+1, then the usual split:
+//     X_k = (Z_k + conj Z_{N−k})/2 − i/2 · e^{−2πik/L} (Z_k − conj Z_{N−k}),  N = L/2.
+// Segments go through it BLOCK at a time (structure of arrays, the segment index innermost) so that the
+// compiler vectorises every butterfly across segments. Arithmetic in the input's precision (float32 or
+// float64), squares summed in float64.
+//
+// Called through ctypes (a plain C symbol: no pybind11, no numpy conversion per call): the pointers and
+// element strides come from torch tensors on the CPU. Only for all-finite batches (the caller checks).
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "common.hpp"
+
+namespace {
+
+using ls::i64;
+constexpr int BLOCK = 16;
+
+template <class T>
+struct Tables {
+    i64 length = 0;
+    std::vector<T> tw_re, tw_im;    // e^{−2πi k/N}, k < N/2: the butterflies' twiddles
+    std::vector<T> sp_re, sp_im;    // e^{−2πi k/L}, k ≤ N: the split's twiddles
+    std::vector<int> bitrev;        // [N]
+
+    void build(i64 L) {
+        length = L;
+        const i64 n = L / 2;
+        tw_re.resize(n / 2 + 1);
+        tw_im.resize(n / 2 + 1);
+        for (i64 k = 0; k <= n / 2; ++k) {
+            const double a = -2.0 * M_PI * static_cast<double>(k) / static_cast<double>(n);
+            tw_re[k] = static_cast<T>(std::cos(a));
+            tw_im[k] = static_cast<T>(std::sin(a));
+        }
+        sp_re.resize(n + 1);
+        sp_im.resize(n + 1);
+        for (i64 k = 0; k <= n; ++k) {
+            const double a = -2.0 * M_PI * static_cast<double>(k) / static_cast<double>(L);
+            sp_re[k] = static_cast<T>(std::cos(a));
+            sp_im[k] = static_cast<T>(std::sin(a));
+        }
+        bitrev.assign(n, 0);
+        int bits = 0;
+        while ((i64{1} << bits) < n) ++bits;
+        for (i64 j = 0; j < n; ++j) {
+            int r = 0;
+            for (int b = 0; b < bits; ++b) r |= static_cast<int>((j >> b) & 1) << (bits - 1 - b);
+            bitrev[j] = r;
+        }
+    }
+};
+
+template <class T>
+Tables<T>& tables_for(i64 L) {
+    thread_local Tables<T> t;
+    if (t.length != L) t.build(L);
+    return t;
+}
+
+// One block of BLOCK segments in structure-of-arrays form: raw[t][b] is value t of segment b (lanes
+// without a segment are zero). Detrends, windows, transforms and adds Re², Im² of each bin into the
+// lanes of acc ([F][2][BLOCK], in the input's precision: a lane's sums of one batch, a few dozen
+// segments by default, before they go into the float64 state). re/im: [N][BLOCK] work space.
+template <class T>
+LS_INLINE void block_fft(const T* raw, i64 L, const T* window, const Tables<T>& tab, T* re, T* im, T* acc) {
+    const i64 n = L / 2;
+    T mean[BLOCK];
+    for (int b = 0; b < BLOCK; ++b) mean[b] = T(0);
+    for (i64 t = 0; t < L; ++t) {
+        const T* r = raw + t * BLOCK;
+#pragma omp simd
+        for (int b = 0; b < BLOCK; ++b) mean[b] += r[b];
+    }
+    for (int b = 0; b < BLOCK; ++b) mean[b] /= static_cast<T>(L);
+    // detrend + window + pack z_j = y_2j + i·y_2j+1, written bit-reversed
+    for (i64 j = 0; j < n; ++j) {
+        const i64 r = tab.bitrev[j];
+        const T w0 = window[2 * j], w1 = window[2 * j + 1];
+        const T* a = raw + (2 * j) * BLOCK;
+        const T* c = raw + (2 * j + 1) * BLOCK;
+        T* zr = re + r * BLOCK;
+        T* zi = im + r * BLOCK;
+#pragma omp simd
+        for (int b = 0; b < BLOCK; ++b) {
+            zr[b] = w0 * (a[b] - mean[b]);
+            zi[b] = w1 * (c[b] - mean[b]);
+        }
+    }
+    // radix-2 decimation in time, in place
+    for (i64 size = 2; size <= n; size *= 2) {
+        const i64 half = size / 2, step = n / size;
+        for (i64 start = 0; start < n; start += size) {
+            for (i64 k = 0; k < half; ++k) {
+                const T wr = tab.tw_re[k * step], wi = tab.tw_im[k * step];
+                T* ar = re + (start + k) * BLOCK;
+                T* ai = im + (start + k) * BLOCK;
+                T* br = re + (start + k + half) * BLOCK;
+                T* bi = im + (start + k + half) * BLOCK;
+#pragma omp simd
+                for (int b = 0; b < BLOCK; ++b) {
+                    const T tr = wr * br[b] - wi * bi[b];
+                    const T ti = wr * bi[b] + wi * br[b];
+                    br[b] = ar[b] - tr;
+                    bi[b] = ai[b] - ti;
+                    ar[b] = ar[b] + tr;
+                    ai[b] = ai[b] + ti;
+                }
+            }
+        }
+    }
+    // split into the real FFT's bins 0 … N and add the squares, per lane
+    for (i64 k = 0; k <= n; ++k) {
+        const i64 p = k % n, q = (n - k) % n;
+        const T cr = tab.sp_re[k], ci = tab.sp_im[k];
+        const T* zr = re + p * BLOCK;
+        const T* zi = im + p * BLOCK;
+        const T* yr = re + q * BLOCK;
+        const T* yi = im + q * BLOCK;
+        T* acc_re = acc + (2 * k) * BLOCK;
+        T* acc_im = acc + (2 * k + 1) * BLOCK;
+#pragma omp simd
+        for (int b = 0; b < BLOCK; ++b) {
+            // E = (Z_k + conj Z_{N−k})/2, O = (Z_k − conj Z_{N−k})/(2i)
+            const T er = T(0.5) * (zr[b] + yr[b]), ei = T(0.5) * (zi[b] - yi[b]);
+            const T or_ = T(0.5) * (zi[b] + yi[b]), oi = T(-0.5) * (zr[b] - yr[b]);
+            const T xr = er + cr * or_ - ci * oi;
+            const T xi = ei + cr * oi + ci * or_;
+            acc_re[b] += xr * xr;
+            acc_im[b] += xi * xi;
+        }
+    }
+}
+
+// The lanes' sums into float64 state: all lanes into one channel's out[F][2] (lanes = segments; the
+// lanes are cleared), or lane b into channel b's out[F][2] (lanes = channels, `lanes` of them; acc may
+// start inside a row of lanes, and the caller clears it).
+template <class T>
+LS_INLINE void flush(T* acc, i64 bins, double* out) {
+    for (i64 j = 0; j < 2 * bins; ++j) {
+        double s = 0.0;
+        for (int b = 0; b < BLOCK; ++b) s += static_cast<double>(acc[j * BLOCK + b]);
+        out[j] += s;
+        for (int b = 0; b < BLOCK; ++b) acc[j * BLOCK + b] = T(0);
+    }
+}
+
+template <class T>
+LS_INLINE void flush_lanes(T* acc, i64 bins, int lanes, double* out) {
+    for (i64 j = 0; j < 2 * bins; ++j) {
+        for (int b = 0; b < lanes; ++b) out[b * 2 * bins + j] += static_cast<double>(acc[j * BLOCK + b]);
+    }
+}
+
+// raw[t][b] = starts[b][t·st] for b < used, else 0. Kept scalar: vectorised, these strided stores
+// (or loads) become scatter (gather) instructions, which are slow on some CPUs.
+template <class T>
+__attribute__((noinline, optimize("no-tree-vectorize"))) void to_lanes(const T* const* starts, int used, i64 L, i64 st,
+                                                                      T* raw) {
+    for (int b = 0; b < BLOCK; ++b) {
+        if (b < used) {
+            const T* s = starts[b];
+            for (i64 tt = 0; tt < L; ++tt) raw[tt * BLOCK + b] = s[tt * st];
+        } else {
+            for (i64 tt = 0; tt < L; ++tt) raw[tt * BLOCK + b] = T(0);
+        }
+    }
+}
+
+template <class T>
+LS_INLINE void welch_parts(const T* x, i64 n, i64 c, i64 t, i64 sn, i64 sc, i64 st, i64 L, const T* window,
+                           double* out) {
+    const i64 hop = L - L / 2, k_seg = (t - L) / hop + 1, bins = L / 2 + 1;
+    const Tables<T>& tab = tables_for<T>(L);
+    std::vector<T> raw(static_cast<std::size_t>(L) * BLOCK), re(static_cast<std::size_t>(L / 2) * BLOCK),
+        im(re.size()), acc(static_cast<std::size_t>(2 * bins) * BLOCK, T(0));
+    const T* starts[BLOCK];
+    if (c >= BLOCK) {
+        // lanes are BLOCK neighbouring channels at one (sample, segment): every lane busy. Channels last,
+        // each time step is one contiguous load of BLOCK values; channels first, a transposing copy.
+        for (i64 c0 = 0; c0 < c; c0 += BLOCK) {
+            const int lanes = static_cast<int>(c - c0 < BLOCK ? c - c0 : BLOCK);
+            const i64 first = c0 + lanes - BLOCK;  // the last block overlaps the previous one: full lanes
+            for (i64 i = 0; i < n; ++i) {
+                for (i64 k = 0; k < k_seg; ++k) {
+                    const T* s = x + i * sn + first * sc + k * hop * st;
+                    if (sc == 1) {
+                        for (i64 tt = 0; tt < L; ++tt) {
+                            const T* row = s + tt * st;
+                            T* r = raw.data() + tt * BLOCK;
+#pragma omp simd
+                            for (int b = 0; b < BLOCK; ++b) r[b] = row[b];
+                        }
+                    } else {
+                        for (int b = 0; b < BLOCK; ++b) starts[b] = s + b * sc;
+                        to_lanes<T>(starts, BLOCK, L, st, raw.data());
+                    }
+                    block_fft<T>(raw.data(), L, window, tab, re.data(), im.data(), acc.data());
+                }
+            }
+            // lanes BLOCK − lanes … BLOCK − 1 are channels c0 … c0 + lanes − 1 (the others were counted)
+            flush_lanes<T>(acc.data() + (BLOCK - lanes), bins, lanes, out + c0 * bins * 2);
+            for (std::size_t j = 0; j < acc.size(); ++j) acc[j] = T(0);
+        }
+        return;
+    }
+    // fewer channels than lanes: lanes are segments of one channel
+    auto run = [&](int used) {
+        to_lanes<T>(starts, used, L, st, raw.data());
+        block_fft<T>(raw.data(), L, window, tab, re.data(), im.data(), acc.data());
+    };
+    for (i64 ch = 0; ch < c; ++ch) {
+        int used = 0;
+        for (i64 i = 0; i < n; ++i) {
+            for (i64 k = 0; k < k_seg; ++k) {
+                starts[used++] = x + i * sn + ch * sc + k * hop * st;
+                if (used == BLOCK) {
+                    run(used);
+                    used = 0;
+                }
+            }
+        }
+        if (used) run(used);
+        flush<T>(acc.data(), bins, out + ch * bins * 2);
+    }
+}
+
+LS_CLONES void welch_parts_f32(const float* x, i64 n, i64 c, i64 t, i64 sn, i64 sc, i64 st, i64 L,
+                               const float* window, double* out) {
+    welch_parts<float>(x, n, c, t, sn, sc, st, L, window, out);
+}
+
+LS_CLONES void welch_parts_f64(const double* x, i64 n, i64 c, i64 t, i64 sn, i64 sc, i64 st, i64 L,
+                               const double* window, double* out) {
+    welch_parts<double>(x, n, c, t, sn, sc, st, L, window, out);
+}
+
+bool valid_length(i64 L) { return L >= 8 && L <= (i64{1} << 16) && (L & (L - 1)) == 0; }
+
+}  // namespace
+
+extern "C" {
+
+// x: [n, c, t] with element strides (sn, sc, st), float32 (dtype 0) or float64 (dtype 1); window [L] of
+// the same dtype; out: float64 [c, L/2+1, 2], C-contiguous, added to. Returns 0, or −1 when L is not a
+// power of two in [8, 2^16] or t < L (nothing done).
+__attribute__((visibility("default"))) int ls_welch_parts(const void* x, int dtype, i64 n, i64 c, i64 t, i64 sn,
+                                                          i64 sc, i64 st, i64 L, const void* window, double* out) {
+    if (!valid_length(L) || t < L || n < 0 || c < 0) return -1;
+    try {
+        if (dtype == 0)
+            welch_parts_f32(static_cast<const float*>(x), n, c, t, sn, sc, st, L, static_cast<const float*>(window), out);
+        else
+            welch_parts_f64(static_cast<const double*>(x), n, c, t, sn, sc, st, L, static_cast<const double*>(window), out);
+    } catch (...) {
+        return -2;
+    }
+    return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,111 @@
+"""ctypes entries to the small native kernels of the ``spectrum`` and ``spatial`` accumulators, compiled
+into ``layerscope._C`` from csrc/welch.cpp and csrc/accumulate.cpp:
+
+- :func:`welch_parts_native`: a batch's Welch sums (detrend, window, real FFT, squares added into float64
+  state) in one call, where the torch path dispatches seven kernels;
+- :func:`fold_reduction_native`: the spectrum's count, extremes, threshold counts and segments from a
+  batch's channel reduction, in one call instead of five kernels;
+- :func:`cell_energy_native`: Σx² per channel and spatial cell into float64 state, one call instead of four.
+
+Plain C symbols called through ctypes with the tensors' data pointers and element strides: no pybind11
+argument conversion and no NumPy view per call. Each returns False (nothing done) when it cannot run —
+the extension not built (or an older build without the symbol), another device or dtype, a layout it
+does not take — and the caller then runs its torch code, which is the reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import torch
+
+_DTYPES = {torch.float32: 0, torch.float64: 1}
+_lib: Any = None
+_loaded = False
+
+
+def _load() -> Any:
+    global _lib, _loaded
+    _loaded = True
+    try:
+        from .. import _C
+    except ImportError:
+        return None
+    try:
+        lib = ctypes.CDLL(_C.__file__)
+        fns = (lib.ls_welch_parts, lib.ls_fold_reduction, lib.ls_cell_energy)
+    except (OSError, AttributeError):
+        return None
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fns[0].argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, i64, i64, i64, ptr, ptr]
+    fns[0].restype = ctypes.c_int
+    fns[1].argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64]
+    fns[1].restype = None
+    fns[2].argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, i64, i64, ptr, i64, ptr]
+    fns[2].restype = None
+    _lib = lib
+    return lib
+
+
+def available() -> bool:
+    """Whether the native kernels are built (the ``layerscope._C`` extension with these symbols)."""
+    return (_lib if _loaded else _load()) is not None
+
+
+def _strided(x: torch.Tensor, channels_last: bool) -> tuple[int, int, int, int, int, int]:
+    """``(n, c, p, sn, sc, sp)`` of a ``[N, C, P]`` (or ``[N, P, C]``) tensor."""
+    sn, s1, s2 = x.stride()
+    n, d1, d2 = x.shape
+    return (n, d2, d1, sn, s2, s1) if channels_last else (n, d1, d2, sn, s1, s2)
+
+
+def welch_parts_native(x: torch.Tensor, length: int, window: torch.Tensor, channels_last: bool,
+                       out: torch.Tensor) -> bool:
+    """Add the Welch parts of ``x`` (``[N, C, T]``, or ``[N, T, C]`` when ``channels_last``; CPU, float32 or
+    float64, all finite) into ``out`` (float64 ``[C, L//2+1, 2]``, contiguous); ``window`` is the Hann
+    window in ``x``'s dtype. False (nothing done) when ``length`` is not a power of two in [8, 65536] or
+    the kernel cannot run."""
+    lib = _lib if _loaded else _load()
+    code = _DTYPES.get(x.dtype)
+    if lib is None or code is None or x.device.type != "cpu" or not out.is_contiguous():
+        return False
+    n, c, t, sn, sc, st = _strided(x, channels_last)
+    return lib.ls_welch_parts(x.data_ptr(), code, n, c, t, sn, sc, st, length, window.data_ptr(),
+                              out.data_ptr()) == 0
+
+
+def fold_reduction_native(state: tuple[torch.Tensor, ...], part: tuple[torch.Tensor, ...],
+                          segments: torch.Tensor | None, n_seg: int) -> bool:
+    """``count += ·``, ``min = minimum(min, ·)``, ``max = maximum(max, ·)``, ``above += ·`` for ``state`` and
+    ``part`` = (count int64 [C], min float64 [C], max float64 [C], above int64 [T, C]) on the CPU, and
+    ``segments += n_seg`` (int64 [C]) unless None. False (nothing done) if a tensor is not a contiguous
+    CPU tensor of that dtype and shape."""
+    lib = _lib if _loaded else _load()
+    if lib is None:
+        return False
+    tensors = (*state, *part) if segments is None else (*state, *part, segments)
+    for t, dtype in zip(tensors, (torch.int64, torch.float64, torch.float64, torch.int64) * 2 + (torch.int64,)):
+        if t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous():
+            return False
+    count, above = state[0], state[3]
+    if part[0].shape != count.shape or part[3].shape != above.shape or (
+            segments is not None and segments.shape != count.shape):
+        return False
+    ptrs = [t.data_ptr() for t in (*state, *part)]
+    lib.ls_fold_reduction(count.shape[0], above.shape[0], ptrs[0], ptrs[4], ptrs[1], ptrs[5], ptrs[2], ptrs[6],
+                          ptrs[3], ptrs[7], None if segments is None else segments.data_ptr(), n_seg)
+    return True
+
+
+def cell_energy_native(x: torch.Tensor, channels_last: bool, cell: torch.Tensor, out: torch.Tensor) -> bool:
+    """``out[c, cell[p]] += Σ_n x[n, c, p]²`` for ``x`` ``[N, C, P]`` (``[N, P, C]`` when ``channels_last``;
+    CPU, float32 or float64, all finite), ``cell`` int32 ``[P]`` and ``out`` float64 ``[C, cells]``
+    contiguous. False (nothing done) when the kernel cannot run."""
+    lib = _lib if _loaded else _load()
+    code = _DTYPES.get(x.dtype)
+    if lib is None or code is None or x.device.type != "cpu" or not out.is_contiguous():
+        return False
+    n, c, p, sn, sc, sp = _strided(x, channels_last)
+    lib.ls_cell_energy(x.data_ptr(), code, n, c, p, sn, sc, sp, cell.data_ptr(), out.shape[1], out.data_ptr())
+    return True
