@@ -36,8 +36,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from layerscope._probe import Probe
-from layerscope.stats import ACCUMULATORS
 from layerscope.kernels._native_accumulate import welch_parts_native
+from layerscope.stats import ACCUMULATORS
 from layerscope.stats._periodogram import hann_window, welch_power_parts
 from layerscope.stats._sampling import DEFAULT_SAMPLES
 from layerscope.zoo.sequence import LENGTH, make_signals, sequence_data, trained_sequence_cnn
@@ -171,10 +171,11 @@ def welch_comparison() -> list[str]:
         window = hann_window(64, x.dtype)
         out = torch.zeros(c, 33, 2, dtype=torch.float64)
         segs = torch.randn(x.shape[0] * 3 * c, 64)
-        cases = [("torch kernels", lambda: welch_power_parts(x, 64, window, channels_last)),
-                 ("torch.fft.rfft alone", lambda: torch.fft.rfft(segs))]
+        cases = [("torch kernels", lambda x=x, w=window, cl=channels_last: welch_power_parts(x, 64, w, cl)),
+                 ("torch.fft.rfft alone", lambda segs=segs: torch.fft.rfft(segs))]
         if welch_parts_native(x, 64, window, channels_last, out):
-            cases.insert(0, ("native call", lambda: welch_parts_native(x, 64, window, channels_last, out)))
+            cases.insert(0, ("native call", lambda x=x, w=window, cl=channels_last, out=out: welch_parts_native(
+                x, 64, w, cl, out)))
         for name, f in cases:
             best, med = _best_us(f)
             lines.append(f"Welch sums {tuple(x.shape)}{' channels last' if channels_last else ''}, {name}: "

@@ -11,6 +11,12 @@
 
 #include "common.hpp"
 
+#if defined(_WIN32)
+#define LS_EXPORT __declspec(dllexport)
+#else
+#define LS_EXPORT __attribute__((visibility("default")))
+#endif
+
 namespace {
 
 using ls::i64;
@@ -60,7 +66,7 @@ LS_CLONES void cell_energy_f64(const double* x, i64 n, i64 c, i64 p, i64 sn, i64
 
 extern "C" {
 
-__attribute__((visibility("default"))) void ls_fold_reduction(i64 c, i64 t, i64* count, const i64* r_count,
+LS_EXPORT void ls_fold_reduction(i64 c, i64 t, i64* count, const i64* r_count,
                                                               double* mn, const double* r_min, double* mx,
                                                               const double* r_max, i64* above,
                                                               const i64* r_above, i64* segments, i64 n_seg) {
@@ -79,7 +85,7 @@ __attribute__((visibility("default"))) void ls_fold_reduction(i64 c, i64 t, i64*
 
 // x: [n, c, p] with element strides, float32 (dtype 0) or float64 (dtype 1); cell: int32 [p], each in
 // [0, cells); out: float64 [c, cells], C-contiguous, added to.
-__attribute__((visibility("default"))) void ls_cell_energy(const void* x, int dtype, i64 n, i64 c, i64 p, i64 sn,
+LS_EXPORT void ls_cell_energy(const void* x, int dtype, i64 n, i64 c, i64 p, i64 sn,
                                                            i64 sc, i64 sp, const std::int32_t* cell, i64 cells,
                                                            double* out) {
     if (dtype == 0)

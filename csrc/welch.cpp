@@ -19,7 +19,20 @@
 
 #include "common.hpp"
 
+#if defined(_WIN32)
+#define LS_EXPORT __declspec(dllexport)
+#else
+#define LS_EXPORT __attribute__((visibility("default")))
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+#define LS_NO_VECTORIZE __attribute__((noinline, optimize("no-tree-vectorize")))
+#else
+#define LS_NO_VECTORIZE
+#endif
+
 namespace {
+
+constexpr double PI = 3.14159265358979323846;
 
 using ls::i64;
 constexpr int BLOCK = 16;
@@ -37,14 +50,14 @@ struct Tables {
         tw_re.resize(n / 2 + 1);
         tw_im.resize(n / 2 + 1);
         for (i64 k = 0; k <= n / 2; ++k) {
-            const double a = -2.0 * M_PI * static_cast<double>(k) / static_cast<double>(n);
+            const double a = -2.0 * PI * static_cast<double>(k) / static_cast<double>(n);
             tw_re[k] = static_cast<T>(std::cos(a));
             tw_im[k] = static_cast<T>(std::sin(a));
         }
         sp_re.resize(n + 1);
         sp_im.resize(n + 1);
         for (i64 k = 0; k <= n; ++k) {
-            const double a = -2.0 * M_PI * static_cast<double>(k) / static_cast<double>(L);
+            const double a = -2.0 * PI * static_cast<double>(k) / static_cast<double>(L);
             sp_re[k] = static_cast<T>(std::cos(a));
             sp_im[k] = static_cast<T>(std::sin(a));
         }
@@ -163,7 +176,7 @@ LS_INLINE void flush_lanes(T* acc, i64 bins, int lanes, double* out) {
 // raw[t][b] = starts[b][t·st] for b < used, else 0. Kept scalar: vectorised, these strided stores
 // (or loads) become scatter (gather) instructions, which are slow on some CPUs.
 template <class T>
-__attribute__((noinline, optimize("no-tree-vectorize"))) void to_lanes(const T* const* starts, int used, i64 L, i64 st,
+LS_NO_VECTORIZE void to_lanes(const T* const* starts, int used, i64 L, i64 st,
                                                                       T* raw) {
     for (int b = 0; b < BLOCK; ++b) {
         if (b < used) {
@@ -252,7 +265,7 @@ extern "C" {
 // x: [n, c, t] with element strides (sn, sc, st), float32 (dtype 0) or float64 (dtype 1); window [L] of
 // the same dtype; out: float64 [c, L/2+1, 2], C-contiguous, added to. Returns 0, or −1 when L is not a
 // power of two in [8, 2^16] or t < L (nothing done).
-__attribute__((visibility("default"))) int ls_welch_parts(const void* x, int dtype, i64 n, i64 c, i64 t, i64 sn,
+LS_EXPORT int ls_welch_parts(const void* x, int dtype, i64 n, i64 c, i64 t, i64 sn,
                                                           i64 sc, i64 st, i64 L, const void* window, double* out) {
     if (!valid_length(L) || t < L || n < 0 || c < 0) return -1;
     try {

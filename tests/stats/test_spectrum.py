@@ -61,7 +61,8 @@ def test_welch_channels_last_matches_scipy():
     np.testing.assert_allclose(acc.psd().numpy(), ref, rtol=1e-10, atol=1e-14)
 
 
-NATIVE_WELCH = welch_parts_native(torch.zeros(1, 1, 8), 8, torch.ones(8), False, torch.zeros(1, 5, 2, dtype=torch.float64))
+NATIVE_WELCH = welch_parts_native(torch.zeros(1, 1, 8), 8, torch.ones(8), False,
+                                  torch.zeros(1, 5, 2, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("backend", ["torch", None])

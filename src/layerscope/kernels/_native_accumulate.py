@@ -85,7 +85,8 @@ def fold_reduction_native(state: tuple[torch.Tensor, ...], part: tuple[torch.Ten
     if lib is None:
         return False
     tensors = (*state, *part) if segments is None else (*state, *part, segments)
-    for t, dtype in zip(tensors, (torch.int64, torch.float64, torch.float64, torch.int64) * 2 + (torch.int64,)):
+    dtypes = ((torch.int64, torch.float64, torch.float64, torch.int64) * 2 + (torch.int64,))[: len(tensors)]
+    for t, dtype in zip(tensors, dtypes, strict=True):
         if t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous():
             return False
     count, above = state[0], state[3]

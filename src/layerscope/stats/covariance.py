@@ -43,9 +43,9 @@ from typing_extensions import Self
 from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
+from ..kernels._torch import workspace
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
-from ..kernels._torch import workspace
 from ._scratch import SMALL, Scratch
 
 DEFAULT_MAX_CHANNELS = 1024
