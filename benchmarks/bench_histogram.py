@@ -95,7 +95,8 @@ def main() -> None:
     if args.baseline:
         builds = {"old": load_build(args.baseline), "new": _C}
     print(f"{args.threads} threads, {args.repeats} repeats, medians; ns = ns/value/thread")
-    print(f"{'case':>7} {'build':>5} │ {'plain':>8} {'fused':>8} {'pow2':>8} │ {'hist ns':>7} {'pow2 ns':>7} {'fused/plain':>11}")
+    print(f"{'case':>7} {'build':>5} │ {'plain':>8} {'fused':>8} {'pow2':>8} │"
+          f" {'hist ns':>7} {'pow2 ns':>7} {'fused/plain':>11}")
     for case, x in cases().items():
         fns = {(b, k): f for b, c in builds.items() for k, f in calls(c, x, args.threads).items()}
         t = medians(fns, args.repeats)

@@ -251,7 +251,7 @@ def _numpy_window(x: torch.Tensor, e: int, offset: int, bins: int) -> list[int]:
     v = x.detach().to(torch.float64).reshape(-1).numpy()
     j = np.floor(v[np.isfinite(v)] / 2.0**e) - offset
     inside = j[(j >= 0) & (j < bins)].astype(np.int64)
-    return np.bincount(inside, minlength=bins).tolist() + [int((j < 0).sum()), int((j >= bins).sum())]
+    return [*np.bincount(inside, minlength=bins).tolist(), int((j < 0).sum()), int((j >= bins).sum())]
 
 
 def _native_window(x: torch.Tensor, e: int, offset: int, bins: int, threads: int = 2) -> list[int]:
