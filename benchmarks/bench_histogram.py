@@ -26,13 +26,12 @@ from __future__ import annotations
 import argparse
 import importlib.machinery
 import importlib.util
-import statistics
-import time
 from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
 import torch
+from bench_kernels import medians  # warm, interleaved medians (run as benchmarks/bench_histogram.py)
 
 from layerscope import _C
 from layerscope.stats.histogram import bin_index, canonical_exponent
@@ -70,19 +69,6 @@ def calls(c: ModuleType, x: torch.Tensor, threads: int) -> dict[str, Callable[[]
         "fused": lambda: c.channel_reduce(a, "float32", THRESHOLDS, threads, grid),
         "pow2": lambda: c.histogram_pow2(flat, "float32", grid[0], grid[1], BINS, threads),
     }
-
-
-def medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function, repeats interleaved; each timed call follows an untimed one of
-    the same function (data in cache, OpenMP threads awake), as in bench_kernels.py."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, f in fns.items():
-            f()
-            t0 = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
