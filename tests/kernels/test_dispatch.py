@@ -134,3 +134,55 @@ def test_probe_gives_the_same_statistics_through_every_backend():
                     atol=1e-6,
                     err_msg=f"{layer} {key}",
                 )
+
+
+@needs_native
+def test_native_stats_are_numpy_arrays_with_lazy_tensor_views():
+    """The native backend hands out its NumPy arrays; each tensor field is a zero-copy view of them."""
+    x = torch.randn(6, 5, 7, dtype=torch.float64)
+    x[1, 2, 3] = float("nan")
+    view = LayoutView(x, False, Axis.SPACE, (7,))
+    got = kernels.channel_reduce(view, (0.0,), backend="native")
+    assert got.arrays is not None and len(got.arrays) == len(kernels._contract.TENSOR_FIELDS)
+    for name, arr in zip(kernels._contract.TENSOR_FIELDS, got.arrays, strict=True):
+        t = getattr(got, name)
+        assert t.data_ptr() == arr.ctypes.data and t.shape == arr.shape  # a view, not a copy
+        assert getattr(got, name) is t  # made once
+    assert not got.all_finite()
+    ref = channel_stats_reference(x.numpy().transpose(0, 2, 1), (0.0,))
+    np.testing.assert_array_equal(got.nan.numpy(), ref["nan"])
+    np.testing.assert_allclose(got.mean.numpy(), ref["mean"], rtol=1e-12)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        got.nope  # noqa: B018
+    torch_stats = kernels.channel_reduce(view, (0.0,), backend="torch")
+    assert torch_stats.arrays is None
+    assert torch.equal(got.count, torch_stats.count)
+
+
+@needs_native
+def test_cached_state_views_follow_replaced_tensors():
+    """Moments and coverage keep NumPy views of their CPU state for the native kernels; a state replaced
+    by a merge or a reload must not leave them writing into a stale buffer."""
+    from layerscope.stats.coverage import NeuronCoverage
+    from layerscope.stats.moments import ChannelMoments
+
+    gen = torch.Generator().manual_seed(3)
+    batches = [torch.randn(4, 3, 5, generator=gen, dtype=torch.float64) + i for i in range(3)]
+    views = [LayoutView(b, False, Axis.SPACE, (5,)) for b in batches]
+    mom, cov = ChannelMoments(), NeuronCoverage()
+    mom_t, cov_t = ChannelMoments(backend="torch"), NeuronCoverage(backend="torch")
+    for i, v in enumerate(views):
+        reduced = kernels.channel_reduce(v, (0.0,), backend="native")
+        for acc in (mom, cov, mom_t, cov_t):
+            acc.update(v, reduced)
+        if i == 0:  # replace every state tensor: a reload, then a torch-path merge of an empty-count part
+            mom = ChannelMoments.from_state_dict(mom.state_dict())
+            cov = NeuronCoverage.from_state_dict(cov.state_dict())
+            cov.merge(NeuronCoverage.from_state_dict(cov_t.state_dict()))
+            cov_t.merge(NeuronCoverage.from_state_dict(cov_t.state_dict()))
+    for f in ChannelMoments._FIELDS:
+        assert torch.equal(getattr(mom, f), getattr(mom_t, f)), f
+    for f in NeuronCoverage._TENSORS:
+        assert torch.equal(getattr(cov, f), getattr(cov_t, f)), f
+    all_x = torch.cat(batches)
+    np.testing.assert_allclose(mom.mean.numpy(), all_x.mean(dim=(0, 2)).numpy(), rtol=1e-12)

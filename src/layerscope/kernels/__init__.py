@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._errors import ConfigError
@@ -49,11 +50,13 @@ KERNELS = ("channel_reduce", "histogram", "histogram_pow2", "scan")
 class StateKernels:
     """In-place updates of accumulator state; results equal the accumulators' torch code bit for bit."""
 
-    # (values [N, C], taus float64 ndarray [T], top_k, (nc_hits, topk_hits, low, high, skipped),
-    #  (range_low, range_high, kmnc_hits, lower_hits, upper_hits) or None) → None; see stats.coverage
+    # (values [N, C] tensor or ndarray, taus float64 ndarray [T], top_k, NumPy views of (nc_hits,
+    #  topk_hits, low, high, skipped) and of (range_low, range_high, kmnc_hits, lower_hits, upper_hits)
+    #  or None) → None, the views updated in place; see stats.coverage
     coverage_update: Callable[..., None]
-    # (state, part): ChannelStats fields without sample_mean, state updated in place; see stats.moments
-    moments_merge: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], None]
+    # (state, part): NumPy arrays of the ChannelStats fields without sample_mean (the state: views of
+    # the CPU state tensors, updated in place); see stats.moments
+    moments_merge: Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], None]
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
+
+# the per-channel tensor fields, in order (the native kernel returns its NumPy views in this order)
+TENSOR_FIELDS = ("count", "mean", "m2", "min", "max", "zeros", "above", "nan", "inf", "sample_mean")
 
 
 @dataclass
@@ -29,6 +35,10 @@ class ChannelStats:
                             ``histogram_grid = (exponent, offset, bins)`` and the backend counts in the
                             same read: :func:`layerscope.kernels.histogram_pow2`'s counts of every finite
                             value, then the finite values below and above the window. None otherwise.
+
+    A CPU backend may build it from NumPy arrays instead (:meth:`from_arrays`): the tensors are then
+    made on first access (zero-copy ``torch.from_numpy``), and CPU accumulators with native state
+    kernels take :attr:`arrays` directly — per layer and batch, ten tensor wrappers fewer.
     """
 
     count: torch.Tensor
@@ -45,8 +55,40 @@ class ChannelStats:
     histogram_grid: tuple[int, int, int] | None = None
     _all_finite: bool | None = field(default=None, init=False, repr=False, compare=False)
 
+    arrays: tuple[np.ndarray, ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: Sequence[np.ndarray],
+        histogram: np.ndarray | None = None,
+        histogram_grid: tuple[int, int, int] | None = None,
+    ) -> ChannelStats:
+        """Statistics held as NumPy arrays (``TENSOR_FIELDS`` order); tensors are views made on demand."""
+        if len(arrays) != len(TENSOR_FIELDS):
+            raise ValueError(f"ChannelStats.from_arrays: expected {len(TENSOR_FIELDS)} arrays, got {len(arrays)}")
+        obj = cls.__new__(cls)
+        obj.histogram = None if histogram is None else torch.from_numpy(histogram)
+        obj.histogram_grid = histogram_grid
+        obj._all_finite = None
+        obj.arrays = tuple(arrays)
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for a field not yet set: the lazily wrapped arrays of from_arrays
+        arrays = self.__dict__.get("arrays")
+        if arrays is not None and name in TENSOR_FIELDS:
+            tensor = torch.from_numpy(arrays[TENSOR_FIELDS.index(name)])
+            setattr(self, name, tensor)
+            return tensor
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def all_finite(self) -> bool:
         """Whether the batch held no NaN or ±Inf: one device sync, shared by every accumulator that asks."""
         if self._all_finite is None:
-            self._all_finite = not bool((self.nan + self.inf).any())
+            if self.arrays is not None:
+                self._all_finite = not (self.arrays[7].any() or self.arrays[8].any())
+            else:
+                self._all_finite = not bool((self.nan + self.inf).any())
         return self._all_finite
+

@@ -79,17 +79,32 @@ def as_array(t: torch.Tensor) -> np.ndarray:
     return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
+_thresholds: dict[tuple[float, ...], np.ndarray] = {}  # thresholds → their float64 array, made once
+
+
+def _threshold_array(thresholds: Sequence[float]) -> np.ndarray:
+    key = tuple(thresholds)
+    arr = _thresholds.get(key)
+    if arr is None:
+        arr = np.asarray(key, dtype=np.float64).reshape(-1)
+        arr.flags.writeable = False
+        if len(_thresholds) < 1024:
+            _thresholds[key] = arr
+    return arr
+
+
 def channel_reduce_native(
     view: LayoutView, thresholds: Sequence[float], histogram_grid: tuple[int, int, int] | None = None
 ) -> ChannelStats:
     x = view.ncs()  # [N, C, S]: a strided view for channels-last data; the kernel reads either order
-    thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    dtype = x.dtype
+    # activations come detached from hooks: their plain NumPy view is enough (no copy, no conj/neg bits)
+    arr = x.numpy() if dtype != torch.bfloat16 and not x.requires_grad else as_array(x)
     # ten NumPy views of one buffer in ChannelStats field order, then the fused histogram's counts (or None)
-    *fields, counts = _C.channel_reduce(as_array(x), _TAGS[x.dtype], thr, torch.get_num_threads(), histogram_grid)
-    if counts is None:
-        return ChannelStats(*map(torch.from_numpy, fields))
-    return ChannelStats(*map(torch.from_numpy, fields), histogram=torch.from_numpy(counts),
-                        histogram_grid=histogram_grid)
+    *fields, counts = _C.channel_reduce(
+        arr, _TAGS[dtype], _threshold_array(thresholds), torch.get_num_threads(), histogram_grid
+    )
+    return ChannelStats.from_arrays(fields, counts, histogram_grid if counts is not None else None)
 
 
 def histogram_native(x: torch.Tensor, bins: int, lo: float, hi: float) -> torch.Tensor:
@@ -129,30 +144,32 @@ def scan_backward_native(
 
 
 def coverage_update_native(
-    values: torch.Tensor,
+    values: torch.Tensor | np.ndarray,
     taus: np.ndarray,
     top_k: int,
-    state: Sequence[torch.Tensor],
-    ranges: Sequence[torch.Tensor] | None,
+    state: Sequence[np.ndarray],
+    ranges: Sequence[np.ndarray] | None,
 ) -> None:
     """Fold neuron values ``[N, C]`` into CPU coverage state in place (see ``stats.coverage``).
 
-    ``state``: ``nc_hits`` bool [T, C], ``topk_hits`` bool [C], ``low``/``high`` float64 [C], ``skipped``
-    int64 [C]; ``ranges``: ``range_low``/``range_high`` float64 [C], ``kmnc_hits`` bool [C, k],
-    ``lower_hits``/``upper_hits`` bool [C]. All C-contiguous; the kernel checks shapes and dtypes.
+    ``state``: NumPy views of ``nc_hits`` bool [T, C], ``topk_hits`` bool [C], ``low``/``high`` float64
+    [C], ``skipped`` int64 [C]; ``ranges``: ``range_low``/``range_high`` float64 [C], ``kmnc_hits`` bool
+    [C, k], ``lower_hits``/``upper_hits`` bool [C]. All C-contiguous; the kernel checks shapes and dtypes.
     """
-    if values.dtype not in (torch.float32, torch.float64):
-        values = values.to(torch.float64)  # exact for every narrower float
-    rng = None if ranges is None else tuple(t.numpy() for t in ranges)
-    _C.coverage_update(values.detach().numpy(), taus, top_k, *(t.numpy() for t in state), rng)
+    if isinstance(values, torch.Tensor):
+        if values.dtype not in (torch.float32, torch.float64):
+            values = values.to(torch.float64)  # exact for every narrower float
+        values = values.detach().numpy()
+    _C.coverage_update(values, taus, top_k, *state, None if ranges is None else tuple(ranges))
 
 
-def moments_merge_native(state: Sequence[torch.Tensor], part: Sequence[torch.Tensor]) -> None:
+def moments_merge_native(state: Sequence[np.ndarray], part: Sequence[np.ndarray]) -> None:
     """Fold a ChannelStats partial into CPU moments state in place (Chan et al. 1979; see ``stats.moments``).
 
-    Both in the order count, mean, m2, min, max, zeros, above [T, C], nan, inf (int64 / float64 [C]).
+    Both NumPy arrays (views of CPU tensors) in the order count, mean, m2, min, max, zeros, above [T, C],
+    nan, inf (int64 / float64 [C]); the kernel checks shapes, dtypes and that ``state`` is writable.
     """
-    _C.moments_merge(tuple(t.numpy() for t in state), tuple(t.contiguous().numpy() for t in part))
+    _C.moments_merge(tuple(state), tuple(part))
 
 
 BACKENDS.register("native")(

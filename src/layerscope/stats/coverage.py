@@ -127,6 +127,7 @@ class NeuronCoverage:
         self.backend = backend  # a forced kernel backend: "torch" runs the torch code below on CPU too
         self.samples = 0
         self.nc_hits: torch.Tensor | None = None  # every state tensor is None until the first update
+        self._np_cache: tuple[tuple[Any, ...], ...] | None = None  # see _native_views
 
     @staticmethod
     def _parse_ranges(ranges: RangeLike | None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -159,11 +160,24 @@ class NeuronCoverage:
             return
         native = state_kernels(self.nc_hits.device, self.backend)
         if native is not None and values.is_cpu:
-            native.coverage_update(values, self._taus, self.top_k, self._state(), self._range_state())
+            # the reduction's NumPy array when it made one (no tensor round trip), and the state's views
+            arrays = getattr(reduced, "arrays", None)
+            state, ranges = self._native_views()
+            native.coverage_update(values if arrays is None else arrays[9], self._taus, self.top_k, state, ranges)
             self.samples += values.shape[0]
             return
         values = values.to(torch.float64)
         self._absorb(self._batch_state(torch.where(torch.isfinite(values), values, torch.nan)))
+
+    def _native_views(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...] | None]:
+        """NumPy views of the CPU state and range state, made again only when a tensor was replaced."""
+        tensors = (*self._state(), *(self._range_state() or ()))
+        cache = self._np_cache
+        stale = cache is None or len(cache[0]) != len(tensors)
+        if stale or any(a is not b for a, b in zip(cache[0], tensors, strict=True)):
+            arrays = tuple(t.numpy() for t in tensors)
+            self._np_cache = cache = (tensors, arrays[:5], arrays[5:] or None)
+        return cache[1], cache[2]
 
     def _state(self) -> tuple[torch.Tensor, ...]:
         return (self.nc_hits, self.topk_hits, self.low, self.high, self.skipped)

@@ -53,8 +53,15 @@ class ChannelMoments:
         self.thresholds = tuple(float(t) for t in thresholds)
         self.backend = backend  # a forced kernel backend: "torch" merges with the torch code on CPU too
         self.count: torch.Tensor | None = None  # every field is None until the first update
+        self._np_state: tuple[Any, ...] | None = None  # NumPy views of the CPU state (native merges)
 
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        arrays = getattr(reduced, "arrays", None)  # NumPy arrays of a native reduction
+        if arrays is not None and self.count is not None and arrays[0].shape == self._np_state[0].shape:
+            native = state_kernels(self.count.device, self.backend)
+            if native is not None:  # NumPy partial straight into the NumPy views of the state
+                native.moments_merge(self._np_state, arrays[:9])
+                return
         self._absorb(self._fields(reduced))
 
     def merge(self, other: Self) -> None:
@@ -68,6 +75,7 @@ class ChannelMoments:
         if self.count is None:
             for f, t in zip(self._FIELDS, fields, strict=True):  # own copies: updated in place later
                 setattr(self, f, t.clone(memory_format=torch.contiguous_format))
+            self._views()
             return
         if fields[0].shape != self.count.shape:
             raise ValueError(
@@ -76,7 +84,7 @@ class ChannelMoments:
             )
         native = state_kernels(self.count.device, self.backend)
         if native is not None and fields[0].is_cpu:
-            native.moments_merge(self._fields(self), fields)
+            native.moments_merge(self._np_state, tuple(t.contiguous().numpy() for t in fields))
             return
         dev = self.count.device
         part = {f: t if t.device == dev else t.to(dev) for f, t in zip(self._FIELDS, fields, strict=True)}
@@ -87,6 +95,11 @@ class ChannelMoments:
         self.max = torch.maximum(self.max, part["max"])
         for f in ("zeros", "above", "nan", "inf"):
             setattr(self, f, getattr(self, f) + part[f])
+        self._views()
+
+    def _views(self) -> None:
+        """NumPy views of the CPU state (the native merge updates them, hence the tensors, in place)."""
+        self._np_state = tuple(t.numpy() for t in self._fields(self)) if self.count.is_cpu else None
 
     @property
     def variance(self) -> torch.Tensor:
@@ -107,4 +120,5 @@ class ChannelMoments:
             for f in cls._FIELDS:  # own, contiguous copies in the state's dtypes (updated in place later)
                 dtype = torch.float64 if f in cls._FLOATS else torch.int64
                 setattr(acc, f, torch.as_tensor(state[f]).to(dtype).clone(memory_format=torch.contiguous_format))
+            acc._views()
         return acc
