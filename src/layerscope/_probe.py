@@ -174,8 +174,15 @@ class Probe:
         view = make_view(tensor.detach(), layer.layout)
         with torch.no_grad():
             reduced = channel_reduce(view, layer.thresholds, self.backend, histogram_grid=_fused_grid(layer))
-            for acc in layer.accumulators.values():
-                acc.update(view, reduced)
+            if torch.is_inference_mode_enabled():
+                # state made under inference_mode would be inference tensors, which a later batch run
+                # outside it (a training step, a no_grad pass) could not update in place
+                with torch.inference_mode(False):
+                    for acc in layer.accumulators.values():
+                        acc.update(view, reduced)
+            else:
+                for acc in layer.accumulators.values():
+                    acc.update(view, reduced)
         if tensor.requires_grad and layer.grad_accumulators:
             # Gradient statistics (e.g. Taylor impact a·∂L/∂a) need this batch's activation when its
             # gradient arrives; the tensor hook holds it only until then (one batch, one backward).

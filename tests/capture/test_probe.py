@@ -136,6 +136,28 @@ def test_works_in_every_autograd_mode(mode):
     assert probe.result().layers["1"].meta["samples"] == 6
 
 
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_state_started_under_inference_mode_keeps_updating_outside_it(backend):
+    """A first batch under inference_mode, then no_grad and a training step: the state must not be made
+    of inference tensors (which cannot be updated in place outside inference_mode), and the statistics
+    must be those of all three batches."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    xs = [torch.randn(2, 3, 6, 6) for _ in range(3)]
+    stats = ("moments", "coverage", "histogram", "spectrum", "spatial", "covariance")
+    with Probe(model, stats=stats, backend=backend) as probe:
+        with torch.inference_mode():
+            model(xs[0])
+        with torch.no_grad():
+            model(xs[1])
+        model(xs[2]).sum().backward()
+    layer = probe.result().layers["0"]
+    assert layer.meta["samples"] == 6
+    with torch.no_grad():
+        acts = torch.cat([model[0](x) for x in xs]).double().numpy()  # [6, 4, 4, 4]
+    np.testing.assert_allclose(layer.stats["moments"]["per_channel"]["mean"], acts.mean(axis=(0, 2, 3)), rtol=1e-6)
+
+
 def test_identity_outputs_are_not_counted_as_new_tensors():
     model = nn.Sequential(nn.Linear(3, 3), nn.Identity(), nn.Dropout(0.5).eval())
     with Probe(model, stats=("moments",)) as probe:
