@@ -107,6 +107,23 @@ def _tiny_model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 6 * 6, 7), nn.Tanh())
 
 
+def test_a_probe_forced_to_torch_never_calls_the_extension(monkeypatch):
+    """backend="torch" is the reference path: reduction, histogram and state updates all in torch."""
+
+    class Refuse:
+        def __getattr__(self, name):
+            raise AssertionError(f"layerscope._C.{name} called under backend='torch'")
+
+    monkeypatch.setattr(_native, "_C", Refuse())
+    torch.manual_seed(1)
+    model = _tiny_model()
+    with Probe(model, stats=("moments", "coverage", "histogram", "spectrum", "spatial", "covariance"),
+               backend="torch") as probe:
+        for _ in range(3):
+            model(torch.randn(4, 3, 8, 8) * 3)
+    assert probe.result().layers["0"].stats["histogram"]["total"] == 3 * 4 * 5 * 6 * 6
+
+
 @needs_native
 def test_probe_gives_the_same_statistics_through_every_backend():
     torch.manual_seed(3)

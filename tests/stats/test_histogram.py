@@ -255,52 +255,36 @@ def test_merge_with_empty_and_bins_mismatch() -> None:
         AdaptiveHistogram(bins=3)
 
 
-def test_uses_kernels_histogram_pow2_when_present(monkeypatch) -> None:
+def test_uses_kernels_histogram_pow2(monkeypatch) -> None:
     calls = []
 
-    def fake_pow2(x, exponent, offset, bins):  # an independent implementation of the kernel's contract
+    def fake_pow2(x, exponent, offset, bins, backend=None):  # an independent implementation of the contract
         v = x.detach().double().reshape(-1).numpy()
         v = v[np.isfinite(v)]
-        calls.append((exponent, offset, bins))
+        calls.append((exponent, offset, bins, backend))
         edges = [math.ldexp(float(offset + i), exponent) for i in range(bins + 1)]
         return torch.from_numpy(np.histogram(v, bins=edges)[0])
 
-    monkeypatch.setattr(kernels, "histogram_pow2", fake_pow2, raising=False)
+    monkeypatch.setattr(kernels, "histogram_pow2", fake_pow2)
     h = feed(AdaptiveHistogram(bins=4), [0.0, 1.0, 2.0, 3.0])
-    assert calls == [(0, 0, 4)]
+    assert calls == [(0, 0, 4, None)]
     assert h.counts.tolist() == [1, 1, 1, 1]
+    calls.clear()
+    feed(AdaptiveHistogram(bins=4, backend="torch"), [0.0, 1.0, 2.0, 3.0])
+    assert calls == [(0, 0, 4, "torch")]  # a forced backend counts the values too
 
 
-def test_falls_back_to_kernels_histogram_without_pow2(monkeypatch) -> None:
-    monkeypatch.delattr(kernels, "histogram_pow2", raising=False)
-    calls = []
-
-    def fake_histogram(x, bins, lo, hi):  # an independent implementation of the kernel's contract
-        v = x.detach().double().reshape(-1).numpy()
-        v = v[np.isfinite(v)]
-        calls.append((bins, lo, hi))
-        return torch.from_numpy(np.histogram(v, bins=np.linspace(lo, hi, bins + 1))[0])
-
-    monkeypatch.setattr(kernels, "histogram", fake_histogram, raising=False)
-    h = feed(AdaptiveHistogram(bins=4), [0.0, 1.0, 2.0, 3.0])
-    assert calls == [(4, 0.0, 4.0)]
-    assert h.counts.tolist() == [1, 1, 1, 1]
-
-
-@pytest.mark.skipif(not hasattr(kernels, "histogram"), reason="kernels.histogram not available")
 @pytest.mark.parametrize("seed", range(4))
-def test_local_exact_path_agrees_with_the_kernel(seed: int, monkeypatch) -> None:
+def test_every_backend_gives_the_same_histogram(seed: int) -> None:
     rng = np.random.default_rng(seed)
     batches = [(rng.standard_normal(200) * 10.0 ** rng.integers(-8, 8)).astype(np.float32) for _ in range(4)]
-    with_kernel = AdaptiveHistogram(bins=16)
-    for x in batches:
-        feed(with_kernel, torch.from_numpy(x))
-    monkeypatch.delattr(kernels, "histogram")
-    monkeypatch.delattr(kernels, "histogram_pow2", raising=False)
-    local = AdaptiveHistogram(bins=16)
-    for x in batches:
-        feed(local, torch.from_numpy(x))
-    assert grid(local) == grid(with_kernel)
+    results = []
+    for backend in (None, "torch"):
+        h = AdaptiveHistogram(bins=16, backend=backend)
+        for x in batches:
+            feed(h, torch.from_numpy(x))
+        results.append(grid(h))
+    assert results[0] == results[1]
 
 
 def _native_ok() -> bool:

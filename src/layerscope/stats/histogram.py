@@ -76,30 +76,18 @@ def canonical_exponent(lo: float, hi: float, bins: int, at_least: int = MIN_EXPO
     return e
 
 
-def bin_values(x: torch.Tensor, e: int, j0: int, bins: int) -> torch.Tensor:
+def bin_values(x: torch.Tensor, e: int, j0: int, bins: int, backend: str | None = None) -> torch.Tensor:
     """Counts of the finite values of ``x`` in bins ``j0 … j0+bins−1`` of width ``2**e`` (int64 [bins]).
 
-    Every finite value must lie in the window (the caller coarsens first).
+    Every finite value must lie in the window (the caller coarsens first). Exact power-of-two binning
+    in one read (:func:`layerscope.kernels.histogram_pow2`), by ``backend`` when given.
     """
-    if hasattr(kernels, "histogram_pow2"):  # exact power-of-two binning, one read
-        return kernels.histogram_pow2(x, e, j0, bins)
-    lo, hi = _edge(j0, e), _edge(j0 + bins, e)
-    if hasattr(kernels, "histogram") and math.isfinite(hi - lo):  # fused kernel, exact edges (see top)
-        return kernels.histogram(x, bins, lo, hi).to(torch.int64)
-    return _bin_values_torch(x, e, j0, bins)
+    return kernels.histogram_pow2(x, e, j0, bins, backend=backend)
 
 
 def _edge(j: int, e: int) -> float:
     """``j · 2**e`` (±inf past the float64 range, where ``math.ldexp`` would raise)."""
     return float(j) * math.ldexp(1.0, e)
-
-
-def _bin_values_torch(x: torch.Tensor, e: int, j0: int, bins: int) -> torch.Tensor:
-    x = x.reshape(-1).to(torch.float64)
-    j = torch.floor(x * math.ldexp(1.0, -e))  # exact: a power-of-two scaling, no overflow by construction
-    j = torch.where((j == 0) & (x < 0), -1.0, j)  # a negative value that underflowed to −0
-    rel = torch.where(torch.isfinite(x), j - float(j0), float(bins))  # [M]; bins = the discard slot
-    return torch.bincount(rel.to(torch.int64), minlength=bins + 1)[:bins]
 
 
 def rebin(counts: torch.Tensor, e: int, j0: int, new_e: int, new_j0: int) -> torch.Tensor:
@@ -121,10 +109,12 @@ class AdaptiveHistogram:
     extreme finite values seen; the window starts at ``min``'s bin) as Python numbers.
     """
 
-    def __init__(self, bins: int = DEFAULT_BINS, **_: Any) -> None:
+    def __init__(self, bins: int = DEFAULT_BINS, backend: str | None = None, **_: Any) -> None:
         if int(bins) < MIN_BINS:
             raise ValueError(f"histogram bins must be ≥ {MIN_BINS} (0 is always a bin edge), got {bins}")
         self.bins = int(bins)
+        # a forced kernel backend counts the values too, when it has that kernel (else the preferred one)
+        self.backend = backend if backend and kernels.BACKENDS.get(backend).histogram_pow2 else None
         self.exponent: int | None = None  # None until a finite value has been seen
         self.min = math.inf
         self.max = -math.inf
@@ -185,7 +175,9 @@ class AdaptiveHistogram:
             # counted during the reduction's read on this very grid, and every value fell inside it
             self.counts += reduced.histogram[: self.bins].to(self.counts.device)
             return
-        self.counts += bin_values(view.data, self.exponent, self.offset, self.bins).to(self.counts.device)
+        self.counts += bin_values(view.data, self.exponent, self.offset, self.bins, self.backend).to(
+            self.counts.device
+        )
 
     def merge(self, other: Self) -> None:
         if other.bins != self.bins:
