@@ -59,7 +59,7 @@ def synthetic_channels(seed=0):
 
 
 def spectrum_of(x, dtype=torch.float32, **options):
-    acc = ChannelSpectrum(spectrum_samples=None, **options)
+    acc = ChannelSpectrum(**{"spectrum_samples": None, **options})
     for part in np.array_split(x, 4):
         view = make_view(torch.tensor(part, dtype=dtype), Layout(1, Axis.TIME))
         acc.update(view, channel_reduce(view, acc.thresholds, "torch"))
@@ -188,9 +188,15 @@ def test_json_is_compact_and_serialisable():
     assert len(result["top_channels"]["index"]) == 2 and len(result["top_channels"]["psd"][0]) == 33
     assert result["top_channels"]["index"][0] == 3  # the random walk holds the most power
     assert len(result["mean_psd"]) == len(result["frequencies"]) == 33
+    assert result["samples_per_batch"] is None  # the spectra's budget is reported (spectrum_of: every sample)
     for key in ("total_power", "peak_frequency", "peak_prominence", "centroid", "entropy", "slope",
                 "slope_r2", "state"):
         assert len(result["per_channel"][key]) == 6
+
+
+def test_the_sample_budget_is_reported():
+    x, _ = synthetic_channels()
+    assert analyse_spectrum(spectrum_of(x, spectrum_samples=3), {})["samples_per_batch"] == 3
 
 
 def test_layers_without_a_time_axis_and_the_model_overview():

@@ -190,6 +190,7 @@ def analyse_spectrum(acc: Any, meta: dict[str, Any]) -> dict[str, Any]:
         "kind": acc.kind, "fs": acc.fs, "channels": int(acc.count.numel()),
         "nperseg": acc.length or None, "spatial_shape": list(acc.spatial_shape),
         "segments": int(acc.segments.max()) if acc.segments.numel() else 0, "skipped_samples": acc.skipped,
+        "samples_per_batch": acc.max_samples,  # the spectra's budget (None: every sample), as spatial's
         "bands": {"names": list(settings["bands"]), "edges": [list(e) for e in settings["bands"].values()]},
         "rules": asdict(settings["rules"]),
         "saturation_fraction": sat[1] if sat else None,
