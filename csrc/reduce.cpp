@@ -266,7 +266,15 @@ private:
         const E* v = load_runs(first, rows, stride, len, sc.values.data(), ld);
         std::fill(sc.above.begin(), sc.above.end(), 0);
         Partial p;
-        if (runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data())) {
+        bool fast;
+        if constexpr (std::is_same_v<E, float>) {  // runs of one vector: the loop over runs
+            fast = len <= kLanes
+                       ? short_runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data())
+                       : runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data());
+        } else {
+            fast = runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data());
+        }
+        if (fast) {
             std::fill_n(sc.row_counts.data(), rows, len);
         } else {
             for (i64 r = 0; r < rows; ++r) {  // masked, run by run
