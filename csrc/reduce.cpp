@@ -268,7 +268,7 @@ private:
         Partial p;
         bool fast;
         if constexpr (std::is_same_v<E, float>) {  // runs of one vector: the loop over runs
-            fast = len <= kLanes
+            fast = len <= kShortLen
                        ? short_runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data())
                        : runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data());
         } else {

@@ -268,12 +268,17 @@ def test_float32_values_whose_squares_overflow_float32_are_exact(channels_last, 
     assert_stats_close(got, reference(view), rtol=1e-6)
 
 
-# Short channels-first runs (S ≤ 32) are read in boxes of channels × samples (run_box in reduce.cpp):
-# shapes on both sides of the box size, one sample and many, channel-sliced views, NaN/Inf inside a box.
+# Short channels-first runs (S ≤ 32) are read in boxes of channels × samples (run_box in reduce.cpp),
+# float32 runs of at most 64 values in a loop over runs (short_runs_fast; also the last block of a long
+# run): shapes on both sides of these sizes, one sample and many, channel-sliced views, NaN/Inf.
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 @pytest.mark.parametrize(
-    "shape", [(64, 512, 1), (1, 512, 3), (64, 300, 3), (64, 512, 16), (1, 77, 16), (64, 200, 32), (3, 9, 31)]
+    "shape",
+    [
+        (64, 512, 1), (1, 512, 3), (64, 300, 3), (64, 512, 16), (1, 77, 16), (64, 200, 32), (3, 9, 31),
+        (64, 128, 49), (1, 512, 64), (64, 64, 64), (3, 5, 33), (64, 32, 100), (3, 2, 4101),
+    ],
 )
 def test_short_runs_in_boxes_match_reference(shape, dtype):
     x = (torch.randn(*shape, dtype=torch.float64) * 3 + 1).to(dtype)
@@ -283,7 +288,7 @@ def test_short_runs_in_boxes_match_reference(shape, dtype):
 
 
 @needs_native
-@pytest.mark.parametrize("shape", [(64, 512, 16), (5, 40, 3), (64, 100, 32)])
+@pytest.mark.parametrize("shape", [(64, 512, 16), (5, 40, 3), (64, 100, 32), (8, 20, 49), (2, 3, 4100)])
 def test_short_runs_with_nan_inf_and_channel_slices(shape):
     x = poison(torch.randn(*shape) * 2 - 1)
     view = view_of(x, False)
@@ -294,7 +299,7 @@ def test_short_runs_with_nan_inf_and_channel_slices(shape):
 
 
 @needs_native
-@pytest.mark.parametrize("s,c", [(16, 512), (3, 300), (32, 64)])
+@pytest.mark.parametrize("s,c", [(16, 512), (3, 300), (32, 64), (49, 40), (64, 64)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_short_runs_sample_mean_does_not_depend_on_the_batch(s, c, threads):
     full = torch.randn(64, c, s) * 1e3 + 1e4
