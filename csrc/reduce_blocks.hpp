@@ -321,6 +321,156 @@ LS_CLONES bool runs_fast(const double* x, i64 rows, i64 stride, i64 len, const d
                          Partial& p, i64* above, double* row_sums) {
     return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums);
 }
+// ---- hot loop: many runs of at most kShortLen float32 values (short runs, see run_box) -------------
+//
+// A run of len ≤ kShortLen values is a few vectors of lanes (lanes past len masked out), so the loops
+// are over runs, not chunks of positions: min, max, zeros and threshold counts stay in lanes across
+// runs (runs_pass1 takes the end of each short run through its scalar tail loop and every run through
+// its chunk bookkeeping), and each run's sum is formed with the additions of runs_pass1 and tree_sum:
+// bitwise the sum every other path gives. Written with vector types and integer masks: the compiler
+// keeps these accumulators in registers (array lanes with conditional expressions stayed in memory).
+using f16v = float __attribute__((vector_size(64)));
+using f8v = float __attribute__((vector_size(32)));
+using f4v = float __attribute__((vector_size(16)));
+using i16v = std::int32_t __attribute__((vector_size(64)));
+
+struct ShortLanes {  // lane accumulators of pass 1
+    f16v lo, hi;
+    i16v zeros, c0, c1;
+};
+
+constexpr i64 kShortLen = 4 * kLanes;  // runs up to this long take short_runs_fast (float32)
+
+// The tree of tree_sum over the lanes of b, in float32, as a float64.
+LS_INLINE double vector_tree(const f16v& b) {
+    const f8v b8 = __builtin_shufflevector(b, b, 0, 1, 2, 3, 4, 5, 6, 7) +
+                   __builtin_shufflevector(b, b, 8, 9, 10, 11, 12, 13, 14, 15);
+    const f4v b4 = __builtin_shufflevector(b8, b8, 0, 1, 2, 3) + __builtin_shufflevector(b8, b8, 4, 5, 6, 7);
+    return static_cast<double>((b4[0] + b4[2]) + (b4[1] + b4[3]));
+}
+
+// Pass 1 over the short runs: Σ of each run (row_sums), min, max, zeros and the counts above the
+// first Thr (0, 1 or 2) thresholds. A run is `full` whole vectors then, when tail > 0, one vector of
+// which the first `tail` lanes are the run's (mask); `lanes(r)` gives run r readable that far.
+// The run's sum, as runs_pass1 forms it: lanes b = 0 + x₀ + x₁ + … over the whole vectors, their tree,
+// then the tree of the tail's lanes (0 + x), each tree added into a float64 sum from 0.
+template <int Thr, class Lanes>
+LS_INLINE double short_pass1(i64 rows, i64 full, i64 tail, const i16v& mask, const float* thr, Lanes lanes,
+                             ShortLanes& acc, double* row_sums) {
+    const i16v inf_bits = (i16v)(f16v{} + std::numeric_limits<float>::infinity());
+    const i16v ninf_bits = (i16v)(f16v{} - std::numeric_limits<float>::infinity());
+    const float t0 = Thr > 0 ? thr[0] : 0.0f, t1 = Thr > 1 ? thr[1] : 0.0f;
+    f16v lo = acc.lo, hi = acc.hi;
+    i16v z = acc.zeros, c0 = acc.c0, c1 = acc.c1;
+    double total = 0;
+    for (i64 r = 0; r < rows; ++r) {
+        const float* row = lanes(r);
+        double sum = 0;
+        if (full > 0) {
+            f16v b = {};
+            for (i64 k = 0; k < full; ++k) {
+                f16v v;
+                __builtin_memcpy(&v, row + k * kLanes, sizeof(v));
+                b += v;
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+                z -= v == 0.0f;
+                if constexpr (Thr > 0) c0 -= v > t0;
+                if constexpr (Thr > 1) c1 -= v > t1;
+            }
+            sum += vector_tree(b);
+        }
+        if (tail > 0) {
+            f16v raw;
+            __builtin_memcpy(&raw, row + full * kLanes, sizeof(raw));
+            const i16v bits = (i16v)raw & mask;
+            const f16v vl = (f16v)(bits | (inf_bits & ~mask)), vh = (f16v)(bits | (ninf_bits & ~mask));
+            lo = vl < lo ? vl : lo;
+            hi = vh > hi ? vh : hi;
+            z -= (raw == 0.0f) & mask;
+            if constexpr (Thr > 0) c0 -= (raw > t0) & mask;
+            if constexpr (Thr > 1) c1 -= (raw > t1) & mask;
+            sum += vector_tree(f16v{} + (f16v)bits);  // the lanes start at +0
+        }
+        row_sums[r] = sum, total += sum;
+    }
+    acc.lo = lo, acc.hi = hi, acc.zeros = z, acc.c0 = c0, acc.c1 = c1;
+    return total;
+}
+
+// Fast path over rows runs of len ≤ kShortLen float32 values (run r at x + r·stride); as runs_fast:
+// false when they hold a non-finite value or squares past the float limit (nothing written then).
+LS_CLONES bool short_runs_fast(const float* x, i64 rows, i64 stride, i64 len, const float* thr, int num_thr,
+                               Partial& p, i64* above, double* row_sums) {
+    const i64 full = len / kLanes, tail = len % kLanes, span = (full + (tail > 0)) * kLanes;
+    i16v mask;
+    for (int j = 0; j < kLanes; ++j) mask[j] = j < tail ? -1 : 0;
+    ShortLanes acc;
+    acc.lo = f16v{} + std::numeric_limits<float>::infinity(), acc.hi = -acc.lo;
+    acc.zeros = i16v{}, acc.c0 = i16v{}, acc.c1 = i16v{};
+    // Run r is read as whole vectors: past its end lie the next runs when stride ≥ span; the last run
+    // (and runs closer than that) are read from a zero-padded copy.
+    float pad[kShortLen] = {};
+    auto lanes = [&](i64 r) -> const float* {
+        const float* row = x + r * stride;
+        if (tail == 0 || (stride >= span && r + 1 < rows)) return row;
+        for (i64 j = 0; j < len; ++j) pad[j] = row[j];
+        return pad;
+    };
+    const double total = num_thr == 0   ? short_pass1<0>(rows, full, tail, mask, thr, lanes, acc, row_sums)
+                         : num_thr == 1 ? short_pass1<1>(rows, full, tail, mask, thr, lanes, acc, row_sums)
+                                        : short_pass1<2>(rows, full, tail, mask, thr, lanes, acc, row_sums);
+    if (!std::isfinite(total)) return false;
+    i64 n0 = 0, n1 = 0;
+    for (int j = 0; j < kLanes; ++j) n0 += acc.c0[j], n1 += acc.c1[j];
+    if (num_thr > 0) above[0] += n0;
+    if (num_thr > 1) above[1] += n1;
+    int t = 2;
+    for (; t + 2 <= num_thr; t += 2)
+        runs_count_above<float, true>(x, rows, stride, len, thr[t], thr[t + 1], above[t], above[t + 1]);
+    if (t < num_thr) runs_count_above<float, false>(x, rows, stride, len, thr[t], thr[t], above[t], above[t]);
+    const i64 n = rows * len;
+    const float shift = static_cast<float>(total / static_cast<double>(n));
+    f16v a = {}, q = {};
+    double A[kLanes] = {}, Q[kLanes] = {};
+    const i64 per_flush = kFlush / (span / kLanes);  // runs per flush: ≤ kFlush values per lane
+    for (i64 r0 = 0; r0 < rows; r0 += per_flush) {
+        const i64 r1 = std::min(rows, r0 + per_flush);
+        for (i64 r = r0; r < r1; ++r) {
+            const float* row = lanes(r);
+            for (i64 k = 0; k < full; ++k) {
+                f16v v;
+                __builtin_memcpy(&v, row + k * kLanes, sizeof(v));
+                const f16v d = v - shift;
+                a += d, q += d * d;
+            }
+            if (tail > 0) {
+                f16v raw;
+                __builtin_memcpy(&raw, row + full * kLanes, sizeof(raw));
+                const f16v d = (f16v)((i16v)(raw - shift) & mask);
+                a += d, q += d * d;
+            }
+        }
+        for (int j = 0; j < kLanes; ++j) A[j] += static_cast<double>(a[j]), Q[j] += static_cast<double>(q[j]);
+        a = f16v{}, q = f16v{};
+    }
+    double sd = 0, sq = 0;
+    for (int j = 0; j < kLanes; ++j) sd += A[j], sq += Q[j];
+    if (!std::isfinite(sq) || !std::isfinite(sd)) {
+        std::fill_n(above, num_thr, 0);
+        return false;
+    }
+    p.n = n, p.min = acc.lo[0], p.max = acc.hi[0], p.zeros = 0;
+    for (int j = 0; j < kLanes; ++j) {
+        p.zeros += acc.zeros[j];
+        p.min = std::min(p.min, static_cast<double>(acc.lo[j]));
+        p.max = std::max(p.max, static_cast<double>(acc.hi[j]));
+    }
+    p.ref = static_cast<double>(shift);
+    shifted_moments(sd, sq, n, p.rel, p.m2);
+    return true;
+}
+
 // Masked path: statistics of the finite values only.
 template <class E>
 void run_masked(const E* x, i64 len, i64 step, const E* thr, int num_thr, Partial& p, i64* above) {

@@ -266,3 +266,53 @@ def test_float32_values_whose_squares_overflow_float32_are_exact(channels_last, 
     got = native(view)
     assert np.all(np.isfinite(got.m2.numpy())) and np.all(np.isfinite(got.mean.numpy()))
     assert_stats_close(got, reference(view), rtol=1e-6)
+
+
+# Short channels-first runs (S ≤ 32) are read in boxes of channels × samples (run_box in reduce.cpp),
+# float32 runs of at most 64 values in a loop over runs (short_runs_fast; also the last block of a long
+# run): shapes on both sides of these sizes, one sample and many, channel-sliced views, NaN/Inf.
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (64, 512, 1), (1, 512, 3), (64, 300, 3), (64, 512, 16), (1, 77, 16), (64, 200, 32), (3, 9, 31),
+        (64, 128, 49), (1, 512, 64), (64, 64, 64), (3, 5, 33), (64, 32, 100), (3, 2, 4101),
+    ],
+)
+def test_short_runs_in_boxes_match_reference(shape, dtype):
+    x = (torch.randn(*shape, dtype=torch.float64) * 3 + 1).to(dtype)
+    view = view_of(x, False)
+    rtol = {torch.float32: 1e-6, torch.float64: 1e-12, torch.float16: 1e-6}[dtype]
+    assert_stats_close(native(view), reference(view), rtol=rtol)
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(64, 512, 16), (5, 40, 3), (64, 100, 32), (8, 20, 49), (2, 3, 4100)])
+def test_short_runs_with_nan_inf_and_channel_slices(shape):
+    x = poison(torch.randn(*shape) * 2 - 1)
+    view = view_of(x, False)
+    assert_stats_close(native(view), reference(view), rtol=1e-6)
+    sliced = torch.randn(shape[0], shape[1] * 2, shape[2])[:, 1::2]  # channel stride 2·S
+    view = view_of(sliced, False)
+    assert_stats_close(native(view), reference(view), rtol=1e-6)
+
+
+@needs_native
+@pytest.mark.parametrize("s,c", [(16, 512), (3, 300), (32, 64), (49, 40), (64, 64)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_short_runs_sample_mean_does_not_depend_on_the_batch(s, c, threads):
+    full = torch.randn(64, c, s) * 1e3 + 1e4
+    poisoned = full.clone()
+    poisoned[0].view(-1)[::7] = float("nan")
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        whole = native(view_of(full, False)).sample_mean
+        for lo, hi in ((5, 6), (3, 40), (1, 64)):
+            got = native(view_of(full[lo:hi].contiguous(), False)).sample_mean
+            assert torch.equal(got, whole[lo:hi])
+        got = native(view_of(poisoned[:6], False)).sample_mean
+        assert torch.equal(got[1:], whole[1:6])
+    finally:
+        torch.set_num_threads(old)

@@ -219,7 +219,8 @@ def test_fused_counts_equal_the_exact_reference(dtype, e, offset, bins, channels
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("shape,channels_last", [((64, 16, 300), False), ((4, 5000, 3), False),
-                                                 ((8, 700, 300), True), ((2, 3, 9000), False)])
+                                                 ((8, 700, 300), True), ((2, 3, 9000), False),
+                                                 ((16, 40, 32), False), ((64, 20, 98), False)])
 def test_fused_counts_on_strided_and_long_inputs(threads, shape, channels_last):
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(*shape, generator=g).relu()
