@@ -209,7 +209,8 @@ private:
         tile_ = std::max<i64>(1, std::min(x_.c, kTile));
         rows_ = std::max<i64>(1, kTileBlock / tile_);
         if (x_.s < rows_) {  // short S (e.g. [N, 1, C] from a Linear layer): blocks of whole samples
-            const bool uniform = x_.sn == x_.s * x_.ss;
+            // rows evenly spaced across samples: S = 1 (a sample is one row, at stride sn), or S·ss == sn
+            const bool uniform = x_.s == 1 || x_.sn == x_.s * x_.ss;
             samples_per_block_ = uniform ? std::max<i64>(1, rows_ / std::max<i64>(x_.s, 1)) : 1;
             units_ = ceil_div(x_.n, samples_per_block_);
         } else {
@@ -410,7 +411,8 @@ private:
     // samples n, n+1, … of S rows each.
     void block(ChannelAcc& acc, Scratch& sc, const In* base, i64 rows, i64 c0, i64 width, i64 n, i64 unit_at) {
         i64 ld = 0;
-        const E* v = load_tile(base + c0 * x_.sc, rows, x_.ss, width, x_.sc, sc.values.data(), ld);
+        const i64 row_stride = unit_at < 0 && x_.s == 1 ? x_.sn : x_.ss;  // whole samples of one row each
+        const E* v = load_tile(base + c0 * x_.sc, rows, row_stride, width, x_.sc, sc.values.data(), ld);
         TileScratch<E>& ts = sc.tile;
         const i64 group_rows = unit_at < 0 ? x_.s : rows;
         const bool finite = tile_fast(v, rows, ld, width, group_rows, thr_.data(), num_thr_, ts);

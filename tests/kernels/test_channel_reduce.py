@@ -206,7 +206,8 @@ def test_zero_copy_and_gradients_untouched():
 @needs_native
 @pytest.mark.parametrize(
     "channels_last,s,c",
-    [(False, 100, 6), (False, 5000, 2), (False, 9000, 1), (True, 30, 64), (True, 700, 64), (True, 3, 300)],
+    [(False, 100, 6), (False, 5000, 2), (False, 9000, 1), (True, 30, 64), (True, 700, 64), (True, 3, 300),
+     (True, 1, 300)],
 )
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -316,3 +317,27 @@ def test_short_runs_sample_mean_does_not_depend_on_the_batch(s, c, threads):
         assert torch.equal(got[1:], whole[1:6])
     finally:
         torch.set_num_threads(old)
+
+
+@needs_native
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_one_position_per_sample_with_sample_gaps(channels_last):
+    """[N, C] rows of a wider buffer (a Linear output sliced by channel): S = 1 and the samples not
+    adjacent, read as whole-sample blocks; NaN rows and columns among them."""
+    base = torch.randn(70, 600, dtype=torch.float32) * 2 + 0.5
+    base[5, :], base[:, 47] = float("nan"), float("inf")  # sample 5, channel 7 of the slice
+    rows = base[:, 40:552]  # [70, 512], sample stride 600
+    x = rows.unsqueeze(-1) if not channels_last else rows.unsqueeze(1)  # [N, C, 1] or [N, 1, C]
+    view = view_of(x, channels_last)
+    got = native(view)
+    assert_stats_close(got, reference(view), rtol=1e-6)
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            # a sample's mean is its one value (NaN where it is not finite), whatever its block
+            torch.testing.assert_close(native(view).sample_mean, got.sample_mean, rtol=0, atol=0, equal_nan=True)
+    finally:
+        torch.set_num_threads(old)
+    expected = torch.where(torch.isfinite(rows), rows, float("nan")).double()
+    torch.testing.assert_close(got.sample_mean, expected, rtol=0, atol=0, equal_nan=True)
