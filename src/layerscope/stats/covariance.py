@@ -43,6 +43,7 @@ from typing_extensions import Self
 from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
+from ..kernels._native_accumulate import all_finite_native, covariance_native, covariance_plan
 from ..kernels._torch import workspace
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
@@ -67,7 +68,8 @@ class ChannelCovariance:
     """Streaming float64 covariance of the (tracked) channels; see the module docstring."""
 
     def __init__(self, covariance_max_channels: int = DEFAULT_MAX_CHANNELS,
-                 covariance_samples: int | None = DEFAULT_SAMPLES, **_: Any) -> None:
+                 covariance_samples: int | None = DEFAULT_SAMPLES, backend: str | None = None,
+                 **_: Any) -> None:
         if covariance_max_channels < 2:
             raise ConfigError(f"covariance_max_channels must be at least 2 (got {covariance_max_channels})")
         self.max_channels = int(covariance_max_channels)
@@ -83,6 +85,10 @@ class ChannelCovariance:
         self._rows: tuple[Any, torch.Tensor | None] = ((), None)  # (key, [rows, K+1] with a ones column)
         self._gram = Scratch()
         self._plan: tuple[Any, ...] | None = None  # (batch key, buffers and views): see _absorb_rows
+        # all-finite float32/float64 CPU batches of untracked-free layers go through one native call
+        # (csrc/covariance.cpp) unless the torch kernels are forced; the torch code is the reference
+        self._native = backend != "torch"
+        self._native_plan: tuple[Any, Any] = (None, None)  # (batch key, covariance_plan) for that call
 
     # -- the state as (n, μ, M) -----------------------------------------------------------------
     @property
@@ -109,7 +115,7 @@ class ChannelCovariance:
         sums[:k, :k] = comoment
         sums[k, k] = n
         self.count, self._ref, self._sums, self._ref_work = n, mean.to(torch.float64, copy=True), sums, None
-        self._plan = None
+        self._plan, self._native_plan = None, (None, None)
 
     # -- update ---------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
@@ -117,7 +123,7 @@ class ChannelCovariance:
         step = sample_step(view.num_samples, self.max_samples)
         data = view.data[::step] if step > 1 else view.data  # (n, C, S) or (n, S, C): the samples used
         index = self._index_on(data.device)
-        if reduced.all_finite():
+        if all_finite_native(reduced) if self._native else reduced.all_finite():
             if self._ref_work is None or self._ref_work.dtype != _work_dtype(data.dtype):
                 self._start(reduced.mean if index is None else reduced.mean[index], _work_dtype(data.dtype))
             self._absorb_rows(data, view.channels_last, index)
@@ -146,7 +152,7 @@ class ChannelCovariance:
         else:
             self._rebase(target.to(torch.float64))
         self._ref_work = target
-        self._plan = None  # it holds the reference of the last batch
+        self._plan, self._native_plan = None, (None, None)  # they hold the reference and state of the last batch
 
     def _rebase(self, ref: torch.Tensor) -> None:
         """Re-express ``s`` and ``G`` about ``ref``: ``[x − r′; 1] = T [x − r; 1]`` with ``T = [[I, δ], [0, 1]]``,
@@ -159,6 +165,15 @@ class ChannelCovariance:
 
     def _absorb_rows(self, data: torch.Tensor, channels_last: bool, index: torch.Tensor | None) -> None:
         """One copy of the rows used, shifted by ``r``, next to a column (row) of ones, and one GEMM."""
+        if index is None and self._native:
+            key = (data.shape, data.stride(), data.dtype, data.device, channels_last)
+            native = self._native_plan
+            if native[0] != key:  # a new shape or reference (_start and _set_moments reset the plan)
+                native = self._native_plan = (key, covariance_plan(data, channels_last, self._ref, self._sums))
+            if native[1] is not None:
+                covariance_native(data, native[1])  # shift, Xᵀ X, Σx and the row count, into the state
+                self.count += data.shape[0] * data.shape[1 if channels_last else 2]
+                return
         plan = self._plan
         if index is None and plan is not None and plan[0] == (data.shape, data.dtype, channels_last):
             _, dst, a, b, gram, n, ref = plan  # the usual case: the buffers and views of the last batch
