@@ -35,27 +35,82 @@ using ls::i64;
 
 constexpr i64 CHUNK = 512;  // rows per chunk: a multiple of LANES
 
-// acc[a][b][l] += p[a][l] · q[b][l] over the chunk; the 4×4 block of (p, q) rows, each `len` long (a
-// multiple of LANES). LANES fills one 64-byte vector, so the 16 accumulators fit AVX-512's registers.
+// One 64-byte vector of T (GCC/Clang vector extensions: AVX-512 registers in the avx512f clone, pairs or
+// quads of narrower registers in the others).
 template <class T>
-LS_INLINE void block4x4(const T* p, const T* q, i64 stride, i64 len, double* out /*4x4*/) {
-    constexpr i64 LANES = 64 / sizeof(T);
-    T acc[4][4][LANES] = {};
-    for (i64 r = 0; r < len; r += LANES) {
-        for (int a = 0; a < 4; ++a) {
-            const T* pa = p + a * stride + r;
-            for (int b = 0; b < 4; ++b) {
-                const T* qb = q + b * stride + r;
-                for (i64 l = 0; l < LANES; ++l) acc[a][b][l] += pa[l] * qb[l];
-            }
-        }
+struct Vec;
+template <>
+struct Vec<float> {
+    typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct Vec<double> {
+    typedef double type __attribute__((vector_size(64)));
+};
+
+template <class T>
+LS_INLINE typename Vec<T>::type load(const T* p) {
+    typename Vec<T>::type v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// out[i] = Σ_l v_i[l] for the 16 accumulators of a block. For float32 (16 lanes) a tree of lane
+// shuffles: each level adds the two halves of two vectors into one, so 15 vector adds give the 16 sums
+// (a scalar loop here cost more than the block itself when a chunk has few rows); float64 sums the lanes.
+LS_INLINE void reduce16(const Vec<float>::type (&v)[4][4], double* out) {
+    using V = Vec<float>::type;
+    V t[8], u[4], w[2];
+    for (int i = 0; i < 8; ++i) {
+        const V x = v[(2 * i) / 4][(2 * i) % 4], y = v[(2 * i + 1) / 4][(2 * i + 1) % 4];
+        t[i] = __builtin_shufflevector(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+               __builtin_shufflevector(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     }
+    for (int i = 0; i < 4; ++i)
+        u[i] = __builtin_shufflevector(t[2 * i], t[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26,
+                                       27) +
+               __builtin_shufflevector(t[2 * i], t[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30,
+                                       31);
+    for (int i = 0; i < 2; ++i)
+        w[i] = __builtin_shufflevector(u[2 * i], u[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28,
+                                       29) +
+               __builtin_shufflevector(u[2 * i], u[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30,
+                                       31);
+    const V r = __builtin_shufflevector(w[0], w[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+                __builtin_shufflevector(w[0], w[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int i = 0; i < 16; ++i) out[i] = static_cast<double>(r[i]);
+}
+
+LS_INLINE void reduce16(const Vec<double>::type (&v)[4][4], double* out) {
     for (int a = 0; a < 4; ++a)
         for (int b = 0; b < 4; ++b) {
             double s = 0.0;
-            for (i64 l = 0; l < LANES; ++l) s += static_cast<double>(acc[a][b][l]);
+            for (int l = 0; l < 8; ++l) s += v[a][b][l];
             out[a * 4 + b] = s;
         }
+}
+
+// out[a][b] = Σ_r p[a][r] · q[b][r] for the 4×4 block of (p, q) rows, each `len` long (a multiple of one
+// vector): 16 vector accumulators (AVX-512 has 32 registers), summed into float64 at the end.
+template <class T>
+LS_INLINE void block4x4(const T* p, const T* q, i64 stride, i64 len, double* out /*4x4*/) {
+    using V = typename Vec<T>::type;
+    constexpr i64 LANES = 64 / sizeof(T);
+    V acc[4][4];
+    for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b) acc[a][b] = V{} ;
+    for (i64 r = 0; r < len; r += LANES) {
+        const V p0 = load(p + r), p1 = load(p + stride + r), p2 = load(p + 2 * stride + r),
+                p3 = load(p + 3 * stride + r);
+        for (int b = 0; b < 4; ++b) {
+            const V qb = load(q + b * stride + r);
+            acc[0][b] += p0 * qb;
+            acc[1][b] += p1 * qb;
+            acc[2][b] += p2 * qb;
+            acc[3][b] += p3 * qb;
+        }
+    }
+    reduce16(acc, out);
 }
 
 template <class T>
@@ -92,19 +147,27 @@ LS_INLINE void cov_update(const T* x, i64 n, i64 c, i64 s, i64 sn, i64 sc, i64 s
                     for (i64 q = 0; q < run; ++q) dst[q] = src[q * ss] - rc;
                 }
             } else {  // channels contiguous (channels last): position by position
-                for (i64 q = 0; q < run; ++q) {
-                    const T* src = base + q * ss;
-                    for (i64 ch = 0; ch < c; ++ch) buf[ch * CHUNK + j + q] = src[ch * sc] - r[ch];
+                T* dst = buf.data() + j;
+                for (i64 q0 = 0; q0 < run; q0 += 16) {  // 16 positions at a time: rows stay in L1
+                    const i64 qn = run - q0 < 16 ? run - q0 : 16;
+                    for (i64 ch = 0; ch < c; ++ch) {
+                        const T* src = base + q0 * ss + ch * sc;
+                        T* d = dst + ch * CHUNK + q0;
+                        const T rc = r[ch];
+                        for (i64 q = 0; q < qn; ++q) d[q] = src[q * ss] - rc;
+                    }
                 }
             }
             j += run;
         }
-        // s: plain float64 sums of the shifted values
+        // s: per channel, one vector of lane sums over the chunk (as for G), then float64
         for (i64 ch = 0; ch < c; ++ch) {
             const T* d = buf.data() + ch * CHUNK;
-            double acc = 0.0;
-            for (i64 j = 0; j < len; ++j) acc += static_cast<double>(d[j]);
-            sums[c * w + ch] += acc;
+            typename Vec<T>::type acc = {};
+            for (i64 j = 0; j < padded; j += LANES) acc += load(d + j);
+            double total_ch = 0.0;
+            for (i64 l = 0; l < LANES; ++l) total_ch += static_cast<double>(acc[l]);
+            sums[c * w + ch] += total_ch;
         }
         for (i64 a = 0; a < kp; a += 4)
             for (i64 b = a; b < kp; b += 4) {
