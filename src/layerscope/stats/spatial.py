@@ -47,7 +47,7 @@ from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
 from ..kernels._native_accumulate import available as native_available
-from ..kernels._native_accumulate import cell_energy_native
+from ..kernels._native_accumulate import all_finite_native, cell_energy_native
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from ._scratch import Scratch
@@ -122,7 +122,7 @@ class SpatialDensity:
         data = view.data[::step] if step > 1 else view.data  # (n, C, S) or (n, S, C): the samples used
         if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
             data = data.float()
-        if reduced.all_finite():
+        if all_finite_native(reduced) if self._native else reduced.all_finite():
             key = (tuple(data.shape), data.dtype, data.device, view.channels_last)
             if self._plan[0] != key:
                 self._plan = (key, self._plan_for(view, data))

@@ -64,7 +64,7 @@ from typing_extensions import Self
 
 from ..capture.layout import Axis, LayoutView
 from ..kernels import ChannelStats
-from ..kernels._native_accumulate import fold_reduction_native, welch_parts_native
+from ..kernels._native_accumulate import all_finite_native, fold_reduction_native, welch_parts_native
 from ._periodogram import (
     hann_window,
     onesided_scale,
@@ -171,7 +171,7 @@ class ChannelSpectrum:
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
         # False also when rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
-        finite = self.kind != "none" and reduced.all_finite()
+        finite = self.kind != "none" and (all_finite_native(reduced) if self._native else reduced.all_finite())
         segments = 0  # Welch segments per channel that the native Welch call left for the fold to count
         if self.kind == "welch":
             segments = self._update_welch(view, reduced, finite)
