@@ -348,3 +348,50 @@ def test_counts_extremes_and_threshold_counts_match_numpy(backend, channels_last
     per_sample = (64 - 32) // 16 + 1
     assert acc.segments.tolist() == [sum(used) * per_sample, (used[0] + used[2]) * per_sample,
                                       sum(used) * per_sample]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("strided", [False, True])
+def test_steady_state_native_path_matches_torch_and_scipy(dtype, channels_last, strided):
+    """Many batches of one shape (the planned native path from the second batch on), with a non-finite
+    batch, a merge and a restored state in between (each replaces or skips the plan), against the torch
+    path and scipy.signal.welch on the samples used; an offset large against the spread (1e6 in float64,
+    1e2 in float32, whose rounding at 1e6 exceeds the spread)."""
+    from layerscope.kernels._native_accumulate import available
+
+    if not available():
+        pytest.skip("native extension not built")
+    gen = torch.Generator().manual_seed(7)
+    offset = 1e6 if dtype == torch.float64 else 1e2
+    xs = [(offset + 1e-2 * torch.randn(20, 18, 2 * 96 if strided else 96, generator=gen, dtype=torch.float64))
+          .to(dtype) for _ in range(6)]
+    xs = [x[:, :, ::2] if strided else x for x in xs]  # (N, C, T); a non-contiguous view when strided
+    bad = xs[3].clone()
+    bad[2, 5, 7] = float("nan")
+    layout = Layout(-1, Axis.TIME) if channels_last else CHANNELS_FIRST_TIME
+    data = [x.transpose(1, 2) if channels_last else x for x in (*xs[:3], bad, *xs[3:])]
+    native, ref = ChannelSpectrum(nperseg=32, thresholds=(offset,)), ChannelSpectrum(nperseg=32, thresholds=(offset,),
+                                                                                      backend="torch")
+    for i, x in enumerate(data):
+        feed(native, x, layout)
+        feed(ref, x, layout)
+        if i == 1:
+            assert native._fast is not None  # the plan is in use
+        if i == 4:  # a restored state and a merge replace the state tensors: the plan must follow
+            native = ChannelSpectrum.from_state_dict(native.state_dict())
+            other = ChannelSpectrum(nperseg=32, thresholds=(offset,))
+            other.merge(native)
+            native = other
+    # the detrend rounds at the offset's precision (1e-8 of the spread in float64, 1e-3 in float32),
+    # which shows most in the near-empty low bins
+    tol, atol = (1e-7, 1e-9) if dtype == torch.float64 else (2e-4, 2e-3)
+    np.testing.assert_allclose(native.psd().numpy(), ref.psd().numpy(), rtol=tol, atol=atol * ref.psd().max().item())
+    for f in ("segments", "count", "above"):
+        assert torch.equal(getattr(native, f), getattr(ref, f)), f
+    assert torch.equal(native.min, ref.min) and torch.equal(native.max, ref.max)
+    # scipy on the samples used (every third of 20: x[::3]) of every batch, in channels without the NaN
+    used = [x[::3].to(torch.float64).numpy() for x in (*xs[:3], bad, *xs[3:])]
+    _, psd_all = welch_reference(np.concatenate(used), 32, axis=2)
+    np.testing.assert_allclose(native.psd().numpy()[[0, 1, 17]], psd_all[[0, 1, 17]], rtol=tol,
+                               atol=atol * psd_all.max())

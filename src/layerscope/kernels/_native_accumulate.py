@@ -160,3 +160,54 @@ def all_finite_native(reduced: Any) -> bool:
         return reduced.all_finite()
     reduced._all_finite = bool(lib.ls_all_zero2(nan.data_ptr(), inf.data_ptr(), nan.numel()))
     return reduced._all_finite
+
+
+def welch_plan(x: torch.Tensor, step: int, length: int, window: torch.Tensor, channels_last: bool,
+               out: torch.Tensor) -> tuple | None:
+    """The fixed arguments of the Welch call on ``x[::step]`` for batches shaped, strided and typed like
+    ``x`` (``[N, C, T]``, or ``[N, T, C]`` when ``channels_last``): call ``fn(x.data_ptr(), *args)`` (the
+    view ``x[::step]`` starts where ``x`` does: no view per batch). ``window`` and ``out`` as for
+    :func:`welch_parts_native` (the plan holds their pointers). None when the kernel cannot run."""
+    lib = _lib if _loaded else _load()
+    code = _DTYPES.get(x.dtype)
+    length_ok = 8 <= length <= 1 << 16 and length & (length - 1) == 0
+    if (lib is None or code is None or x.device.type != "cpu" or not out.is_contiguous() or not length_ok
+            or out.dtype != torch.float64 or window.dtype != x.dtype or not window.is_contiguous()):
+        return None
+    n, c, t, sn, sc, st = _strided(x[::step], channels_last)
+    if t < length or out.shape != (c, length // 2 + 1, 2):
+        return None
+    return lib.ls_welch_parts, (code, n, c, t, sn, sc, st, length, window.data_ptr(), out.data_ptr())
+
+
+def fold_plan(state: tuple[torch.Tensor, ...], segments: torch.Tensor) -> tuple | None:
+    """The fixed arguments of :func:`fold_reduction_native` into ``state`` (count, min, max, above) and
+    ``segments``: ``fn(c, t, count, r_count, min, r_min, max, r_max, above, r_above, segments, n_seg)``
+    with the state pointers in place (see :func:`fold_native`). None when the kernel cannot run."""
+    lib = _lib if _loaded else _load()
+    if lib is None:
+        return None
+    dtypes = (torch.int64, torch.float64, torch.float64, torch.int64, torch.int64)
+    for t, dtype in zip((*state, segments), dtypes, strict=True):
+        if t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous():
+            return None
+    count, above = state[0], state[3]
+    if segments.shape != count.shape or above.shape[1:] != count.shape:
+        return None
+    return (lib.ls_fold_reduction, count.shape[0], above.shape[0], tuple(above.shape),
+            *(t.data_ptr() for t in (*state, segments)))
+
+
+def fold_native(plan: tuple, reduced: Any, n_seg: int) -> bool:
+    """``fold_reduction_native`` through a :func:`fold_plan`: the reduction's count, min, max and above
+    (the dtypes and shapes of :class:`~layerscope.kernels.ChannelStats`; checked here: contiguous and
+    ``above`` of the planned shape) into the state, and ``segments += n_seg``. False (nothing done) when
+    the reduction does not fit."""
+    fn, c, t, above_shape, count, mn, mx, above, segments = plan
+    r_count, r_min, r_max, r_above = reduced.count, reduced.min, reduced.max, reduced.above
+    if not (r_count.is_contiguous() and r_min.is_contiguous() and r_max.is_contiguous()
+            and r_above.is_contiguous() and r_above.shape == above_shape and r_count.shape[0] == c):
+        return False
+    fn(c, t, count, r_count.data_ptr(), mn, r_min.data_ptr(), mx, r_max.data_ptr(), above, r_above.data_ptr(),
+       segments, n_seg)
+    return True

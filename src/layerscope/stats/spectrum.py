@@ -64,7 +64,14 @@ from typing_extensions import Self
 
 from ..capture.layout import Axis, LayoutView
 from ..kernels import ChannelStats
-from ..kernels._native_accumulate import all_finite_native, fold_reduction_native, welch_parts_native
+from ..kernels._native_accumulate import (
+    all_finite_native,
+    fold_native,
+    fold_plan,
+    fold_reduction_native,
+    welch_parts_native,
+    welch_plan,
+)
 from ._periodogram import (
     hann_window,
     onesided_scale,
@@ -145,6 +152,10 @@ class ChannelSpectrum:
         # the Welch sums of all-finite CPU batches go through one native call (csrc/welch.cpp) unless the
         # torch kernels are forced; the torch code is the reference and serves every other case
         self._native = backend != "torch"
+        # the steady-state plan of that path for one batch shape (see _plan_fast): None, or (batch key,
+        # state tensors it writes, Welch call, Welch arguments, fold plan, segments per channel)
+        self._fast: tuple[Any, ...] | None = None
+        self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning (None or not)
 
     @property
     def power(self) -> torch.Tensor | None:
@@ -163,6 +174,47 @@ class ChannelSpectrum:
 
     # -- update --------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        fast = self._fast
+        if fast is not None:  # the usual batch: two native calls and no torch op (see _plan_fast)
+            data = view.data
+            state = fast[1]
+            if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
+                    and state[0] is self._parts and state[1] is self.count and state[2] is self.min
+                    and state[3] is self.max and state[4] is self.above and state[5] is self.segments
+                    and all_finite_native(reduced) and fold_native(fast[4], reduced, fast[5])):
+                fast[2](data.data_ptr(), *fast[3])  # the Welch sums, after the fold: nothing else can fail
+                if self.stream:
+                    self._stream_step(reduced.mean)
+                return
+        self._update_general(view, reduced)
+        if self._native and self.kind == "welch":  # plan again after a batch that did not fit the plan
+            data = view.data
+            key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
+            if self._fast is not None or key != self._fast_tried:
+                self._fast_tried, self._fast = key, self._plan_fast(view)
+
+    def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
+        """The steady-state path of a Welch layer with the native kernels, for batches like ``view.data``:
+        the fixed arguments of the Welch call on the samples used (``x[::step]`` starts where ``x`` does,
+        so a batch needs no view) and of the fold of the reduction, with the state tensors they write
+        (checked by identity on each batch: a merge or a restored state replaces them). A batch takes it
+        when it has the same shape, strides, dtype and layout and is all finite; every other batch (and
+        time layouts of rank > 1) takes the general path. None when it cannot run."""
+        data = view.data
+        if len(view.spatial_shape) != 1 or data.dtype not in (torch.float32, torch.float64):
+            return None
+        step = sample_step(data.shape[0], self.max_samples)
+        welch = welch_plan(data, step, self.length, self._window_for(data), view.channels_last, self._parts)
+        fold = fold_plan((self.count, self.min, self.max, self.above), self.segments)
+        if welch is None or fold is None:
+            return None
+        n, t = -(-data.shape[0] // step), data.shape[1 if view.channels_last else 2]
+        hop = self.length - self.length // 2
+        state = (self._parts, self.count, self.min, self.max, self.above, self.segments)
+        return ((data.shape, data.stride(), data.dtype, view.channels_last), state, *welch, fold,
+                n * ((t - self.length) // hop + 1))
+
+    def _update_general(self, view: LayoutView, reduced: ChannelStats) -> None:
         if self.kind is None:
             self._start(view, reduced)
         if reduced.count.shape[0] != self._parts.shape[0]:
