@@ -46,8 +46,8 @@ from typing_extensions import Self
 from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
-from ..kernels._native_accumulate import available as native_available
 from ..kernels._native_accumulate import all_finite_native, cell_energy_native
+from ..kernels._native_accumulate import available as native_available
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from ._scratch import Scratch
