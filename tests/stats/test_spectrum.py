@@ -395,3 +395,20 @@ def test_steady_state_native_path_matches_torch_and_scipy(dtype, channels_last, 
     _, psd_all = welch_reference(np.concatenate(used), 32, axis=2)
     np.testing.assert_allclose(native.psd().numpy()[[0, 1, 17]], psd_all[[0, 1, 17]], rtol=tol,
                                atol=atol * psd_all.max())
+
+
+@pytest.mark.skipif(not NATIVE_WELCH, reason="layerscope._C not built (the torch path is tested everywhere)")
+@pytest.mark.parametrize("t", [100, 64, 37])  # time steps past the last 16-step tile of the in-register transpose
+@pytest.mark.parametrize("channels", [16, 17, 40])
+def test_native_welch_channels_first_tiles_and_tails(t, channels):
+    from layerscope.stats._periodogram import hann_window, welch_power_parts
+
+    x = torch.randn(3, channels, t, dtype=torch.float64)
+    for dtype in (torch.float32, torch.float64):
+        xd = x.to(dtype)
+        window = hann_window(32, dtype)
+        out = torch.zeros(channels, 17, 2, dtype=torch.float64)
+        assert welch_parts_native(xd, 32, window, False, out)
+        ref, _ = welch_power_parts(x, 32, hann_window(32))
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=tol, atol=tol * ref.max().item())
