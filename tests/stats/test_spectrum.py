@@ -412,3 +412,18 @@ def test_native_welch_channels_first_tiles_and_tails(t, channels):
         ref, _ = welch_power_parts(x, 32, hann_window(32))
         tol = 1e-12 if dtype == torch.float64 else 1e-5
         np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=tol, atol=tol * ref.max().item())
+
+
+def test_steady_state_fold_without_a_spectrum_matches_torch():
+    """A layer without a time axis (no spectrum): the planned fold alone, NaN batches included."""
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.randn(16, 8, generator=gen) for _ in range(4)]
+    xs[2][3, 1] = float("nan")
+    xs[3][0, 0] = float("inf")
+    native, ref = ChannelSpectrum(thresholds=(0.0, 1.0)), ChannelSpectrum(thresholds=(0.0, 1.0), backend="torch")
+    for x in xs:
+        feed(native, x, Layout(1, Axis.SPACE))
+        feed(ref, x, Layout(1, Axis.SPACE))
+    assert native.kind == "none"
+    for f in ("segments", "count", "above", "min", "max"):
+        assert torch.equal(getattr(native, f), getattr(ref, f)), f

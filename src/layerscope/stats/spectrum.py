@@ -181,38 +181,44 @@ class ChannelSpectrum:
             if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
                     and state[0] is self._parts and state[1] is self.count and state[2] is self.min
                     and state[3] is self.max and state[4] is self.above and state[5] is self.segments
-                    and all_finite_native(reduced) and fold_native(fast[4], reduced, fast[5])):
-                fast[2](data.data_ptr(), *fast[3])  # the Welch sums, after the fold: nothing else can fail
+                    and (fast[2] is None or all_finite_native(reduced)) and fold_native(fast[4], reduced, fast[5])):
+                if fast[2] is not None:  # the Welch sums, after the fold: nothing else can fail
+                    fast[2](data.data_ptr(), *fast[3])
                 if self.stream:
                     self._stream_step(reduced.mean)
                 return
         self._update_general(view, reduced)
-        if self._native and self.kind == "welch":  # plan again after a batch that did not fit the plan
+        if self._native and self.kind in ("welch", "none"):  # plan again after a batch that did not fit
             data = view.data
             key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
             if self._fast is not None or key != self._fast_tried:
                 self._fast_tried, self._fast = key, self._plan_fast(view)
 
     def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
-        """The steady-state path of a Welch layer with the native kernels, for batches like ``view.data``:
+        """The steady-state path of a Welch layer (or of one without a spectrum: the fold alone) with the
+        native kernels, for batches like ``view.data``:
         the fixed arguments of the Welch call on the samples used (``x[::step]`` starts where ``x`` does,
         so a batch needs no view) and of the fold of the reduction, with the state tensors they write
         (checked by identity on each batch: a merge or a restored state replaces them). A batch takes it
         when it has the same shape, strides, dtype and layout and is all finite; every other batch (and
         time layouts of rank > 1) takes the general path. None when it cannot run."""
         data = view.data
+        state = (self._parts, self.count, self.min, self.max, self.above, self.segments)
+        key = (data.shape, data.stride(), data.dtype, view.channels_last)
+        fold = fold_plan(state[1:5], self.segments)
+        if fold is None or data.device.type != "cpu":
+            return None
+        if self.kind == "none":  # no spectrum: the fold alone, whatever the values
+            return key, state, None, (), fold, 0
         if len(view.spatial_shape) != 1 or data.dtype not in (torch.float32, torch.float64):
             return None
         step = sample_step(data.shape[0], self.max_samples)
         welch = welch_plan(data, step, self.length, self._window_for(data), view.channels_last, self._parts)
-        fold = fold_plan((self.count, self.min, self.max, self.above), self.segments)
-        if welch is None or fold is None:
+        if welch is None:
             return None
         n, t = -(-data.shape[0] // step), data.shape[1 if view.channels_last else 2]
         hop = self.length - self.length // 2
-        state = (self._parts, self.count, self.min, self.max, self.above, self.segments)
-        return ((data.shape, data.stride(), data.dtype, view.channels_last), state, *welch, fold,
-                n * ((t - self.length) // hop + 1))
+        return key, state, *welch, fold, n * ((t - self.length) // hop + 1)
 
     def _update_general(self, view: LayoutView, reduced: ChannelStats) -> None:
         if self.kind is None:
