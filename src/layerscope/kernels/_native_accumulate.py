@@ -211,3 +211,20 @@ def fold_native(plan: tuple, reduced: Any, n_seg: int) -> bool:
     fn(c, t, count, r_count.data_ptr(), mn, r_min.data_ptr(), mx, r_max.data_ptr(), above, r_above.data_ptr(),
        segments, n_seg)
     return True
+
+
+def cell_energy_plan(x: torch.Tensor, step: int, channels_last: bool, cell: torch.Tensor,
+                     out: torch.Tensor) -> tuple | None:
+    """The fixed arguments of :func:`cell_energy_native` on ``x[::step]`` for batches shaped, strided and
+    typed like ``x``: call ``fn(x.data_ptr(), *args)``. ``cell`` (int32 ``[P]``, contiguous) and ``out``
+    (float64 ``[C, cells]``, contiguous) must outlive the plan (it holds their pointers). None when the
+    kernel cannot run."""
+    lib = _lib if _loaded else _load()
+    code = _DTYPES.get(x.dtype)
+    if (lib is None or code is None or x.device.type != "cpu" or out.dtype != torch.float64
+            or not out.is_contiguous() or cell.dtype != torch.int32 or not cell.is_contiguous()):
+        return None
+    n, c, p, sn, sc, sp = _strided(x[::step], channels_last)
+    if out.dim() != 2 or out.shape[0] != c or cell.shape != (p,):
+        return None
+    return lib.ls_cell_energy, (code, n, c, p, sn, sc, sp, cell.data_ptr(), out.shape[1], out.data_ptr())

@@ -46,7 +46,7 @@ from typing_extensions import Self
 from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
-from ..kernels._native_accumulate import all_finite_native, cell_energy_native
+from ..kernels._native_accumulate import all_finite_native, cell_energy_native, cell_energy_plan
 from ..kernels._native_accumulate import available as native_available
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
@@ -96,6 +96,10 @@ class SpatialDensity:
         self._plan: tuple[Any, Any] = ((), None)  # (batch key, (reduce, target, cell)): see _plan_for
         self._native = backend != "torch"  # all-finite CPU batches in one native call (csrc/accumulate.cpp)
         self._squares = Scratch()
+        # the steady-state native call for one batch shape: None, or (batch key, state it adds to, call,
+        # arguments, samples used, the cell index it points to); see _plan_fast
+        self._fast: tuple[Any, ...] | None = None
+        self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning
 
     @property
     def cells(self) -> tuple[int, ...]:
@@ -113,6 +117,41 @@ class SpatialDensity:
         return out * lead
 
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        fast = self._fast
+        if fast is not None:  # the usual batch: one native call, no view and no torch op
+            data = view.data
+            if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
+                    and fast[1] is self.energy_sum and all_finite_native(reduced)):
+                fast[2](data.data_ptr(), *fast[3])
+                self.samples += fast[4]
+                return
+        self._update_general(view, reduced)
+        if self._native and self.energy_sum is not None:  # plan again after a batch that did not fit
+            data = view.data
+            key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
+            if self._fast is not None or key != self._fast_tried:
+                self._fast_tried, self._fast = key, self._plan_fast(view)
+
+    def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
+        """The native call of :meth:`_update_general` with its arguments fixed for batches like
+        ``view.data`` (the samples used, ``x[::step]``, start where ``x`` does: no view per batch), and the
+        state it adds to (checked by identity on each batch: a merge or a restored state may replace it).
+        A batch takes it when it has the same shape, strides, dtype and layout and is all finite. None
+        when it cannot run (the general path then serves every batch)."""
+        data = view.data
+        if (tuple(view.spatial_shape) != self.spatial_shape or data.device.type != "cpu"
+                or data.dtype not in (torch.float32, torch.float64)):
+            return None
+        cell = self._cell_of_position().to(torch.int32)
+        target = self.energy_sum.view(self.energy_sum.shape[0], -1)  # (C, cells): a view of the contiguous state
+        step = sample_step(data.shape[0], self.max_samples)
+        plan = cell_energy_plan(data, step, view.channels_last, cell, target)
+        if plan is None or not self.energy_sum.is_contiguous():
+            return None
+        return ((data.shape, data.stride(), data.dtype, view.channels_last), self.energy_sum, *plan,
+                -(-data.shape[0] // step), cell)
+
+    def _update_general(self, view: LayoutView, reduced: ChannelStats) -> None:
         if self.spatial_shape is None:
             self.spatial_shape = tuple(view.spatial_shape)
         elif tuple(view.spatial_shape) != self.spatial_shape:  # a shorter sequence: the cells would not align
