@@ -286,6 +286,7 @@ def test_native_update_matches_numpy_and_the_torch_path(dtype, channels_last, sh
         data = x.transpose(1, 2) if channels_last else x  # (N, S, C): a transposed view
         feed(native, data, layout)
         feed(torch_path, data, layout)
+    assert native._fast is not None  # the planned call took the later batches
     rows = np.concatenate([rows_of(x.numpy()) for x in batches])
     ref = np.cov(rows, rowvar=False, bias=True)
     assert native.count == torch_path.count == rows.shape[0]

@@ -89,6 +89,10 @@ class ChannelCovariance:
         # (csrc/covariance.cpp) unless the torch kernels are forced; the torch code is the reference
         self._native = backend != "torch"
         self._native_plan: tuple[Any, Any] = (None, None)  # (batch key, covariance_plan) for that call
+        # the steady state of that call for one batch shape: None, or (batch key, state and reference it
+        # writes and reads, call, arguments, rows per batch); see _plan_fast
+        self._fast: tuple[Any, ...] | None = None
+        self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning
 
     # -- the state as (n, μ, M) -----------------------------------------------------------------
     @property
@@ -119,6 +123,40 @@ class ChannelCovariance:
 
     # -- update ---------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        fast = self._fast
+        if fast is not None:  # the usual batch: one native call, no view and no torch op
+            data = view.data
+            if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
+                    and fast[1] is self._sums and fast[2] is self._ref and all_finite_native(reduced)):
+                fast[3](data.data_ptr(), *fast[4])
+                self.count += fast[5]
+                return
+        self._update_general(view, reduced)
+        if self._native and self._sums is not None:  # plan again after a batch that did not fit
+            data = view.data
+            key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
+            if self._fast is not None or key != self._fast_tried:
+                self._fast_tried, self._fast = key, self._plan_fast(view)
+
+    def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
+        """The native call of the general path with its arguments fixed for batches like ``view.data`` (the
+        rows used, ``x[::step]``, start where ``x`` does: no view per batch), with the state and reference
+        it uses (checked by identity on each batch: a change of precision, a merge or a restored state
+        replace them). A batch takes it when it has the same shape, strides, dtype and layout and is all
+        finite. None when it cannot run: capped layers, other dtypes and devices."""
+        data = view.data
+        if (self.index.numel() != self.channels or self._ref_work is None
+                or self._ref_work.dtype != _work_dtype(data.dtype)):
+            return None
+        step = sample_step(data.shape[0], self.max_samples)
+        used = data[::step]
+        plan = covariance_plan(used, view.channels_last, self._ref, self._sums)
+        if plan is None:
+            return None
+        rows = used.shape[0] * used.shape[1 if view.channels_last else 2]
+        return (data.shape, data.stride(), data.dtype, view.channels_last), self._sums, self._ref, *plan, rows
+
+    def _update_general(self, view: LayoutView, reduced: ChannelStats) -> None:
         self._set_channels(view.num_channels)
         step = sample_step(view.num_samples, self.max_samples)
         data = view.data[::step] if step > 1 else view.data  # (n, C, S) or (n, S, C): the samples used
