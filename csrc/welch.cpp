@@ -111,7 +111,8 @@ LS_INLINE void block_fft(const T* raw, i64 rs, i64 L, const T* window, const Tab
             zi[b] = w1 * (c[b] - mean[b]);
         }
     }
-    // radix-2 decimation in time, in place; the first stage's only twiddle is 1 (no products)
+    // radix-2 decimation in time, in place; the twiddles 1 (k = 0 of every stage) and −i (k = 1 of the
+    // second) need no products
     for (i64 start = 0; start < n; start += 2) {
         T* ar = re + start * BLOCK;
         T* ai = im + start * BLOCK;
@@ -129,7 +130,36 @@ LS_INLINE void block_fft(const T* raw, i64 rs, i64 L, const T* window, const Tab
     for (i64 size = 4; size <= n; size *= 2) {
         const i64 half = size / 2, step = n / size;
         for (i64 start = 0; start < n; start += size) {
-            for (i64 k = 0; k < half; ++k) {
+            {  // k = 0: the twiddle is 1
+                T* ar = re + start * BLOCK;
+                T* ai = im + start * BLOCK;
+                T* br = re + (start + half) * BLOCK;
+                T* bi = im + (start + half) * BLOCK;
+#pragma omp simd
+                for (int b = 0; b < BLOCK; ++b) {
+                    const T tr = br[b], ti = bi[b];
+                    br[b] = ar[b] - tr;
+                    bi[b] = ai[b] - ti;
+                    ar[b] = ar[b] + tr;
+                    ai[b] = ai[b] + ti;
+                }
+            }
+            if (size == 4) {  // k = 1 of the second stage: the twiddle is −i, (tr, ti) = (bi, −br)
+                T* ar = re + (start + 1) * BLOCK;
+                T* ai = im + (start + 1) * BLOCK;
+                T* br = re + (start + 3) * BLOCK;
+                T* bi = im + (start + 3) * BLOCK;
+#pragma omp simd
+                for (int b = 0; b < BLOCK; ++b) {
+                    const T tr = bi[b], ti = -br[b];
+                    br[b] = ar[b] - tr;
+                    bi[b] = ai[b] - ti;
+                    ar[b] = ar[b] + tr;
+                    ai[b] = ai[b] + ti;
+                }
+                continue;
+            }
+            for (i64 k = 1; k < half; ++k) {
                 const T wr = tab.tw_re[k * step], wi = tab.tw_im[k * step];
                 T* ar = re + (start + k) * BLOCK;
                 T* ai = im + (start + k) * BLOCK;
