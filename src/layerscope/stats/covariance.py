@@ -27,6 +27,13 @@ float64 for float64 ones; ``merge`` and ``state_dict`` go through ``(n, μ, M)``
 and the reference moves to the merged mean (exact: ``s`` and ``G`` are re-expressed about it). Rows
 holding a NaN or ±Inf are left out (counted in ``dropped``).
 
+On the CPU, with the native extension built, an all-finite float32/float64 batch of an uncapped layer
+goes through one native call instead (csrc/covariance.cpp): the same shift in the activation's
+precision, ``G``, ``s`` and ``n`` added straight into the float64 state, products summed in the
+activation's precision over chunks of at most 512 rows and then in float64; from the second batch of
+a shape on its ctypes arguments are a per-layer plan (no view and no torch op per batch). The torch
+code above is the reference, serves every other case and is forced with ``backend="torch"``.
+
 Wide layers: with more than ``covariance_max_channels`` channels (default 1024, i.e. an 8 MiB matrix)
 only that many *evenly spaced* channels are tracked (``round(linspace(0, C − 1, cap))``), a fixed
 choice that does not depend on the data, so merges stay exact; the analysis names the channels kept.

@@ -50,7 +50,10 @@ float32/float64 batch with a power-of-two ``L`` is folded in by one native call 
 detrend, window, radix-2 real FFT vectorised across segments, squares added in float64), and the
 counts, extremes, threshold counts and segments by another (csrc/accumulate.cpp), instead of about a
 dozen torch kernels; the torch code (:mod:`._periodogram`) is the reference, serves every other case,
-and is forced with the option ``backend="torch"``.
+and is forced with the option ``backend="torch"``. From the second batch of a shape on, both calls run
+from a per-layer plan (their ctypes arguments fixed for that shape, strides and dtype; the samples used,
+``x[::step]``, start where the batch does, so no view is made), and the batch's finiteness comes from
+one more native call on the reduction's NaN/Inf counts: no torch op per batch.
 """
 
 from __future__ import annotations
