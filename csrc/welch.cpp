@@ -89,14 +89,19 @@ template <class T>
 LS_INLINE void block_fft(const T* raw, i64 rs, i64 L, const T* window, const Tables<T>& tab, T* re, T* im,
                          T* acc) {
     const i64 n = L / 2;
-    T mean[BLOCK];
-    for (int b = 0; b < BLOCK; ++b) mean[b] = T(0);
-    for (i64 t = 0; t < L; ++t) {
-        const T* r = raw + t * rs;
+    // the segment sums in four interleaved partial sums (L is a multiple of 4): four independent add
+    // chains instead of one L long
+    T mean[BLOCK], part[4][BLOCK];
+    for (int q = 0; q < 4; ++q)
+        for (int b = 0; b < BLOCK; ++b) part[q][b] = T(0);
+    for (i64 t = 0; t < L; t += 4) {
+        for (int q = 0; q < 4; ++q) {
+            const T* r = raw + (t + q) * rs;
 #pragma omp simd
-        for (int b = 0; b < BLOCK; ++b) mean[b] += r[b];
+            for (int b = 0; b < BLOCK; ++b) part[q][b] += r[b];
+        }
     }
-    for (int b = 0; b < BLOCK; ++b) mean[b] /= static_cast<T>(L);
+    for (int b = 0; b < BLOCK; ++b) mean[b] = ((part[0][b] + part[1][b]) + (part[2][b] + part[3][b])) / static_cast<T>(L);
     // detrend + window + pack z_j = y_2j + i·y_2j+1, written bit-reversed
     for (i64 j = 0; j < n; ++j) {
         const i64 r = tab.bitrev[j];
