@@ -182,25 +182,45 @@ LS_INLINE void block_fft(const T* raw, i64 rs, i64 L, const T* window, const Tab
             }
         }
     }
-    // split into the real FFT's bins 0 … N and add the squares, per lane
-    for (i64 k = 0; k <= n; ++k) {
-        const i64 p = k % n, q = (n - k) % n;
+    // split into the real FFT's bins 0 … N and add the squares, per lane. Bins k and N − k share their
+    // pair (Z_k, Z_{N−k}): with E, O as below and T = e^{−2πik/L}·O, X_k = E + T and X_{N−k} = conj(E − T)
+    // (E and O of N − k are the conjugates of those of k, and e^{−2πi(N−k)/L} = −conj e^{−2πik/L}), so one
+    // pass over k ≤ N/2 gives both (bin N from k = 0; k = N/2 is its own partner).
+    for (i64 k = 0; k <= n / 2; ++k) {
+        const i64 q = (n - k) % n;
         const T cr = tab.sp_re[k], ci = tab.sp_im[k];
-        const T* zr = re + p * BLOCK;
-        const T* zi = im + p * BLOCK;
+        const T* zr = re + k * BLOCK;
+        const T* zi = im + k * BLOCK;
         const T* yr = re + q * BLOCK;
         const T* yi = im + q * BLOCK;
         T* acc_re = acc + (2 * k) * BLOCK;
         T* acc_im = acc + (2 * k + 1) * BLOCK;
+        T* mir_re = acc + (2 * (n - k)) * BLOCK;
+        T* mir_im = acc + (2 * (n - k) + 1) * BLOCK;
+        if (2 * k == n) {
+#pragma omp simd
+            for (int b = 0; b < BLOCK; ++b) {
+                const T er = T(0.5) * (zr[b] + yr[b]), ei = T(0.5) * (zi[b] - yi[b]);
+                const T or_ = T(0.5) * (zi[b] + yi[b]), oi = T(-0.5) * (zr[b] - yr[b]);
+                const T xr = er + (cr * or_ - ci * oi);
+                const T xi = ei + (cr * oi + ci * or_);
+                acc_re[b] += xr * xr;
+                acc_im[b] += xi * xi;
+            }
+            continue;
+        }
 #pragma omp simd
         for (int b = 0; b < BLOCK; ++b) {
             // E = (Z_k + conj Z_{N−k})/2, O = (Z_k − conj Z_{N−k})/(2i)
             const T er = T(0.5) * (zr[b] + yr[b]), ei = T(0.5) * (zi[b] - yi[b]);
             const T or_ = T(0.5) * (zi[b] + yi[b]), oi = T(-0.5) * (zr[b] - yr[b]);
-            const T xr = er + cr * or_ - ci * oi;
-            const T xi = ei + cr * oi + ci * or_;
+            const T tr = cr * or_ - ci * oi, ti = cr * oi + ci * or_;
+            const T xr = er + tr, xi = ei + ti;
+            const T mr = er - tr, mi = ei - ti;  // X_{N−k} = (mr, −mi): the sign goes in the square
             acc_re[b] += xr * xr;
             acc_im[b] += xi * xi;
+            mir_re[b] += mr * mr;
+            mir_im[b] += mi * mi;
         }
     }
 }
