@@ -19,6 +19,7 @@
 // - ls_all_zero2: whether a[i] + b[i] == 0 for every i < n (int64): the NaN and Inf counts of a batch's
 //   channel reduction, i.e. ``ChannelStats.all_finite`` without three torch kernels.
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "common.hpp"
@@ -35,8 +36,16 @@ using ls::i64;
 
 constexpr i64 CHUNK = 512;  // rows per chunk: a multiple of LANES
 
-// One 64-byte vector of T (GCC/Clang vector extensions: AVX-512 registers in the avx512f clone, pairs or
-// quads of narrower registers in the others).
+// One 64-byte vector of T: GCC/Clang vector extensions (AVX-512 registers in the avx512f clone, pairs
+// or quads of narrower registers in the others); elsewhere (MSVC) a plain array with the same
+// elementwise operators, which the compiler may vectorise or not (-DLS_NO_VECTOR_EXT forces it).
+#if defined(__GNUC__) && defined(__has_builtin) && !defined(LS_NO_VECTOR_EXT)
+#if __has_builtin(__builtin_shufflevector)
+#define LS_VECTOR_EXT 1
+#endif
+#endif
+
+#if defined(LS_VECTOR_EXT)
 template <class T>
 struct Vec;
 template <>
@@ -47,14 +56,33 @@ template <>
 struct Vec<double> {
     typedef double type __attribute__((vector_size(64)));
 };
+#else
+template <class T>
+struct Lanes {
+    T v[64 / sizeof(T)];
+    T operator[](i64 l) const { return v[l]; }
+    Lanes operator*(const Lanes& o) const {
+        Lanes r;
+        for (std::size_t l = 0; l < 64 / sizeof(T); ++l) r.v[l] = v[l] * o.v[l];
+        return r;
+    }
+    Lanes& operator+=(const Lanes& o) {
+        for (std::size_t l = 0; l < 64 / sizeof(T); ++l) v[l] += o.v[l];
+        return *this;
+    }
+};
+template <class T>
+struct Vec {
+    typedef Lanes<T> type;
+};
+#endif
 
 template <class T>
-LS_INLINE typename Vec<T>::type load(const T* p) {
-    typename Vec<T>::type v;
+LS_INLINE void load(typename Vec<T>::type& v, const T* p) {
     std::memcpy(&v, p, sizeof v);
-    return v;
 }
 
+#if defined(LS_VECTOR_EXT)
 // out[i] = Σ_l v_i[l] for the 16 accumulators of a block. For float32 (16 lanes) a tree of lane
 // shuffles: each level adds the two halves of two vectors into one, so 15 vector adds give the 16 sums
 // (a scalar loop here cost more than the block itself when a chunk has few rows); float64 sums the lanes.
@@ -80,12 +108,14 @@ LS_INLINE void reduce16(const Vec<float>::type (&v)[4][4], double* out) {
                 __builtin_shufflevector(w[0], w[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for (int i = 0; i < 16; ++i) out[i] = static_cast<double>(r[i]);
 }
+#endif
 
-LS_INLINE void reduce16(const Vec<double>::type (&v)[4][4], double* out) {
+template <class V>
+LS_INLINE void reduce16(const V (&v)[4][4], double* out) {
     for (int a = 0; a < 4; ++a)
         for (int b = 0; b < 4; ++b) {
             double s = 0.0;
-            for (int l = 0; l < 8; ++l) s += v[a][b][l];
+            for (std::size_t l = 0; l < sizeof(V) / sizeof(v[a][b][0]); ++l) s += static_cast<double>(v[a][b][l]);
             out[a * 4 + b] = s;
         }
 }
@@ -100,10 +130,14 @@ LS_INLINE void block4x4(const T* p, const T* q, i64 stride, i64 len, double* out
     for (int a = 0; a < 4; ++a)
         for (int b = 0; b < 4; ++b) acc[a][b] = V{} ;
     for (i64 r = 0; r < len; r += LANES) {
-        const V p0 = load(p + r), p1 = load(p + stride + r), p2 = load(p + 2 * stride + r),
-                p3 = load(p + 3 * stride + r);
+        V p0, p1, p2, p3;
+        load<T>(p0, p + r);
+        load<T>(p1, p + stride + r);
+        load<T>(p2, p + 2 * stride + r);
+        load<T>(p3, p + 3 * stride + r);
         for (int b = 0; b < 4; ++b) {
-            const V qb = load(q + b * stride + r);
+            V qb;
+            load<T>(qb, q + b * stride + r);
             acc[0][b] += p0 * qb;
             acc[1][b] += p1 * qb;
             acc[2][b] += p2 * qb;
@@ -164,7 +198,11 @@ LS_INLINE void cov_update(const T* x, i64 n, i64 c, i64 s, i64 sn, i64 sc, i64 s
         for (i64 ch = 0; ch < c; ++ch) {
             const T* d = buf.data() + ch * CHUNK;
             typename Vec<T>::type acc = {};
-            for (i64 j = 0; j < padded; j += LANES) acc += load(d + j);
+            for (i64 j = 0; j < padded; j += LANES) {
+                typename Vec<T>::type v;
+                load<T>(v, d + j);
+                acc += v;
+            }
             double total_ch = 0.0;
             for (i64 l = 0; l < LANES; ++l) total_ch += static_cast<double>(acc[l]);
             sums[c * w + ch] += total_ch;

@@ -260,6 +260,13 @@ LS_NO_VECTORIZE void to_lanes(const T* const* starts, int used, i64 L, i64 st,
     }
 }
 
+#if defined(__GNUC__) && defined(__has_builtin) && !defined(LS_NO_VECTOR_EXT)
+#if __has_builtin(__builtin_shufflevector)
+#define LS_VECTOR_EXT 1
+#endif
+#endif
+
+#if defined(LS_VECTOR_EXT)  // GCC/Clang vector extensions; elsewhere (MSVC) the scalar copy
 // tr[t][b] = rows[b][t] for 16 rows of float32 with unit time stride (channels first, BLOCK == 16), in
 // 16×16 tiles transposed in registers: each of four stages swaps the off-diagonal h×h blocks of every
 // 2h×2h block (h = 8, 4, 2, 1) with two-input lane shuffles, so no gather or scatter is needed; the
@@ -297,15 +304,18 @@ LS_INLINE void transpose_rows16(const float* x, i64 sc, i64 t, float* tr) {
     for (; t0 < t; ++t0)
         for (int b = 0; b < 16; ++b) tr[t0 * BLOCK + b] = x[b * sc + t0];
 }
+#endif
 
 template <class T>
 LS_INLINE void sample_to_lanes(const T* s, i64 sc, i64 st, i64 t, const T** starts, T* tr) {
+#if defined(LS_VECTOR_EXT)
     if constexpr (sizeof(T) == 4) {
         if (st == 1) {
             transpose_rows16(reinterpret_cast<const float*>(s), sc, t, reinterpret_cast<float*>(tr));
             return;
         }
     }
+#endif
     for (int b = 0; b < BLOCK; ++b) starts[b] = s + b * sc;
     to_lanes<T>(starts, BLOCK, t, st, tr);
 }
