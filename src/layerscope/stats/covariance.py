@@ -92,7 +92,7 @@ class ChannelCovariance:
         self._rows: tuple[Any, torch.Tensor | None] = ((), None)  # (key, [rows, K+1] with a ones column)
         self._gram = Scratch()
         self._plan: tuple[Any, ...] | None = None  # (batch key, buffers and views): see _absorb_rows
-        # all-finite float32/float64 CPU batches of untracked-free layers go through one native call
+        # all-finite float32/float64 CPU batches of uncapped layers go through one native call
         # (csrc/covariance.cpp) unless the torch kernels are forced; the torch code is the reference
         self._native = backend != "torch"
         self._native_plan: tuple[Any, Any] = (None, None)  # (batch key, covariance_plan) for that call
