@@ -101,6 +101,16 @@ class ChannelCovariance:
         self._fast: tuple[Any, ...] | None = None
         self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the per-batch plans (native pointers and argument tuples, rebuilt on
+        the next batch)."""
+        state = self.__dict__.copy()
+        state['_fast'] = None
+        state['_fast_tried'] = ()
+        state['_native_plan'] = (None, None)
+        state['_plan'] = None
+        return state
+
     # -- the state as (n, μ, M) -----------------------------------------------------------------
     @property
     def mean(self) -> torch.Tensor | None:

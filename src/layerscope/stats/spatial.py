@@ -101,6 +101,15 @@ class SpatialDensity:
         self._fast: tuple[Any, ...] | None = None
         self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the per-batch plans (native pointers and argument tuples, rebuilt on
+        the next batch)."""
+        state = self.__dict__.copy()
+        state['_fast'] = None
+        state['_fast_tried'] = ()
+        state['_plan'] = ((), None)
+        return state
+
     @property
     def cells(self) -> tuple[int, ...]:
         return grid_shape(self.spatial_shape or (), self.grid)

@@ -160,6 +160,14 @@ class ChannelSpectrum:
         self._fast: tuple[Any, ...] | None = None
         self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning (None or not)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the per-batch plans (native pointers and argument tuples, rebuilt on
+        the next batch)."""
+        state = self.__dict__.copy()
+        state['_fast'] = None
+        state['_fast_tried'] = ()
+        return state
+
     @property
     def power(self) -> torch.Tensor | None:
         """``(C, F)`` float64: Σ|X|² over the segments (Welch) or the ring sums (radial); None before data."""
