@@ -259,3 +259,64 @@ def test_updates_after_a_merge_and_a_change_of_precision_continue_exactly():
     np.testing.assert_allclose(acc.mean.numpy(), rows.mean(0), rtol=1e-6)
     ref = np.cov(rows, rowvar=False, bias=True)
     np.testing.assert_allclose(acc.covariance().numpy(), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(3, 5, 7), (16, 13, 70), (9, 37, 64)])  # rows below, across and above a chunk
+@pytest.mark.parametrize("strided", [False, True])
+def test_native_update_matches_numpy_and_the_torch_path(dtype, channels_last, shape, strided):
+    """The native kernel (csrc/covariance.cpp) against np.cov in float64 and the torch path: an offset of
+    1e6 with a small spread, channel counts off the 4-block, chunk tails, non-contiguous views."""
+    from layerscope.kernels._native_accumulate import available
+
+    if not available():
+        pytest.skip("native extension not built")
+    n, c, s = shape
+    gen = torch.Generator().manual_seed(c * s)
+    batches = []
+    for b in range(3):
+        base = torch.randn(n, c, 2 * s if strided else s, generator=gen, dtype=torch.float64)
+        x = (1e6 + 1e-2 * base).to(dtype) if b != 1 else (base * 5 - 3).to(dtype)
+        batches.append(x[:, :, ::2] if strided else x)  # a non-contiguous view when strided
+    layout = Layout(-1, Axis.TIME) if channels_last else Layout(1, Axis.TIME)
+    native, torch_path = ChannelCovariance(covariance_samples=None), ChannelCovariance(covariance_samples=None,
+                                                                                        backend="torch")
+    for x in batches:
+        data = x.transpose(1, 2) if channels_last else x  # (N, S, C): a transposed view
+        feed(native, data, layout)
+        feed(torch_path, data, layout)
+    assert native._fast is not None  # the planned call took the later batches
+    rows = np.concatenate([rows_of(x.numpy()) for x in batches])
+    ref = np.cov(rows, rowvar=False, bias=True)
+    assert native.count == torch_path.count == rows.shape[0]
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    scale = np.abs(ref).max()
+    # float32 rows are shifted in float32 (as on the torch path): the mean within float32 rounding of |x|
+    np.testing.assert_allclose(native.mean.numpy(), rows.mean(0), rtol=1e-12 if dtype == torch.float64 else 0,
+                               atol=0 if dtype == torch.float64 else 1e-7 * np.abs(rows).max())
+    np.testing.assert_allclose(native.covariance().numpy(), ref, rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(native.covariance().numpy(), torch_path.covariance().numpy(), rtol=tol,
+                               atol=tol * scale)
+
+
+def test_copy_and_pickle_after_planned_batches():
+    """The per-batch native plans are left out of copies and pickles (rebuilt on the next batch)."""
+    import copy
+    import pickle
+
+    x = torch.randn(16, 20, 64)
+    layout = Layout(1, Axis.TIME)
+    acc = ChannelCovariance()
+    for _ in range(3):
+        feed(acc, x, layout)
+    twins = (copy.deepcopy(acc), pickle.loads(pickle.dumps(acc)))
+    feed(acc, x, layout)
+    for twin in twins:
+        assert twin._fast is None  # left out: rebuilt on the next batch
+        feed(twin, x, layout)
+        for key, value in twin.state_dict().items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(value, acc.state_dict()[key], rtol=1e-12, atol=0)
+            else:
+                assert value == acc.state_dict()[key], key

@@ -231,3 +231,56 @@ def test_spatial_budget_is_part_of_the_state_and_must_match_to_merge():
     assert SpatialDensity.from_state_dict(state).max_samples is None
     with pytest.raises(ValueError, match="spatial_samples"):
         acc.merge(SpatialDensity.from_state_dict(state))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("strided", [False, True])
+def test_steady_state_native_path_matches_torch(dtype, channels_last, strided):
+    """Many batches of one shape (the planned native call from the second batch on), with a non-finite
+    batch, a restored state and a merge in between (they skip or replace the plan), against the torch
+    path; an offset of 1e3 with a small spread."""
+    gen = torch.Generator().manual_seed(11)
+    xs = [(1e3 + 1e-2 * torch.randn(20, 6, 2 * 50 if strided else 50, generator=gen, dtype=torch.float64))
+          .to(dtype) for _ in range(5)]
+    xs = [x[:, :, ::2] if strided else x for x in xs]  # (N, C, T); a non-contiguous view when strided
+    xs[2] = xs[2].clone()
+    xs[2][1, 2, 3] = float("nan")
+    layout = Layout(-1, Axis.TIME) if channels_last else Layout(1, Axis.TIME)
+    native, ref = SpatialDensity(), SpatialDensity(backend="torch")
+    for i, x in enumerate(xs):
+        data = x.transpose(1, 2) if channels_last else x
+        feed(native, data, layout)
+        feed(ref, data, layout)
+        if i == 1:
+            assert native._fast is not None
+        if i == 3:
+            restored = SpatialDensity.from_state_dict(native.state_dict())
+            native = SpatialDensity()
+            native.merge(restored)
+    assert native.samples == ref.samples
+    assert torch.equal(native.nonfinite, ref.nonfinite)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    np.testing.assert_allclose(native.energy().numpy(), ref.energy().numpy(), rtol=tol)
+
+
+def test_copy_and_pickle_after_planned_batches():
+    """The per-batch native plans are left out of copies and pickles (rebuilt on the next batch)."""
+    import copy
+    import pickle
+
+    x = torch.randn(16, 20, 64)
+    layout = Layout(1, Axis.TIME)
+    acc = SpatialDensity()
+    for _ in range(3):
+        feed(acc, x, layout)
+    twins = (copy.deepcopy(acc), pickle.loads(pickle.dumps(acc)))
+    feed(acc, x, layout)
+    for twin in twins:
+        assert twin._fast is None  # left out: rebuilt on the next batch
+        feed(twin, x, layout)
+        for key, value in twin.state_dict().items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(value, acc.state_dict()[key], rtol=1e-12, atol=0)
+            else:
+                assert value == acc.state_dict()[key], key

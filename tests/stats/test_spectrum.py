@@ -348,3 +348,104 @@ def test_counts_extremes_and_threshold_counts_match_numpy(backend, channels_last
     per_sample = (64 - 32) // 16 + 1
     assert acc.segments.tolist() == [sum(used) * per_sample, (used[0] + used[2]) * per_sample,
                                       sum(used) * per_sample]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("strided", [False, True])
+def test_steady_state_native_path_matches_torch_and_scipy(dtype, channels_last, strided):
+    """Many batches of one shape (the planned native path from the second batch on), with a non-finite
+    batch, a merge and a restored state in between (each replaces or skips the plan), against the torch
+    path and scipy.signal.welch on the samples used; an offset large against the spread (1e6 in float64,
+    1e2 in float32, whose rounding at 1e6 exceeds the spread)."""
+    from layerscope.kernels._native_accumulate import available
+
+    if not available():
+        pytest.skip("native extension not built")
+    gen = torch.Generator().manual_seed(7)
+    offset = 1e6 if dtype == torch.float64 else 1e2
+    xs = [(offset + 1e-2 * torch.randn(20, 18, 2 * 96 if strided else 96, generator=gen, dtype=torch.float64))
+          .to(dtype) for _ in range(6)]
+    xs = [x[:, :, ::2] if strided else x for x in xs]  # (N, C, T); a non-contiguous view when strided
+    bad = xs[3].clone()
+    bad[2, 5, 7] = float("nan")
+    layout = Layout(-1, Axis.TIME) if channels_last else CHANNELS_FIRST_TIME
+    data = [x.transpose(1, 2) if channels_last else x for x in (*xs[:3], bad, *xs[3:])]
+    native, ref = ChannelSpectrum(nperseg=32, thresholds=(offset,)), ChannelSpectrum(nperseg=32, thresholds=(offset,),
+                                                                                      backend="torch")
+    for i, x in enumerate(data):
+        feed(native, x, layout)
+        feed(ref, x, layout)
+        if i == 1:
+            assert native._fast is not None  # the plan is in use
+        if i == 4:  # a restored state and a merge replace the state tensors: the plan must follow
+            native = ChannelSpectrum.from_state_dict(native.state_dict())
+            other = ChannelSpectrum(nperseg=32, thresholds=(offset,))
+            other.merge(native)
+            native = other
+    # the detrend rounds at the offset's precision (1e-8 of the spread in float64, 1e-3 in float32),
+    # which shows most in the near-empty low bins
+    tol, atol = (1e-7, 1e-9) if dtype == torch.float64 else (2e-4, 2e-3)
+    np.testing.assert_allclose(native.psd().numpy(), ref.psd().numpy(), rtol=tol, atol=atol * ref.psd().max().item())
+    for f in ("segments", "count", "above"):
+        assert torch.equal(getattr(native, f), getattr(ref, f)), f
+    assert torch.equal(native.min, ref.min) and torch.equal(native.max, ref.max)
+    # scipy on the samples used (every third of 20: x[::3]) of every batch, in channels without the NaN
+    used = [x[::3].to(torch.float64).numpy() for x in (*xs[:3], bad, *xs[3:])]
+    _, psd_all = welch_reference(np.concatenate(used), 32, axis=2)
+    np.testing.assert_allclose(native.psd().numpy()[[0, 1, 17]], psd_all[[0, 1, 17]], rtol=tol,
+                               atol=atol * psd_all.max())
+
+
+@pytest.mark.skipif(not NATIVE_WELCH, reason="layerscope._C not built (the torch path is tested everywhere)")
+@pytest.mark.parametrize("t", [100, 64, 37])  # time steps past the last 16-step tile of the in-register transpose
+@pytest.mark.parametrize("channels", [16, 17, 40])
+def test_native_welch_channels_first_tiles_and_tails(t, channels):
+    from layerscope.stats._periodogram import hann_window, welch_power_parts
+
+    x = torch.randn(3, channels, t, dtype=torch.float64)
+    for dtype in (torch.float32, torch.float64):
+        xd = x.to(dtype)
+        window = hann_window(32, dtype)
+        out = torch.zeros(channels, 17, 2, dtype=torch.float64)
+        assert welch_parts_native(xd, 32, window, False, out)
+        ref, _ = welch_power_parts(x, 32, hann_window(32))
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=tol, atol=tol * ref.max().item())
+
+
+def test_steady_state_fold_without_a_spectrum_matches_torch():
+    """A layer without a time axis (no spectrum): the planned fold alone, NaN batches included."""
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.randn(16, 8, generator=gen) for _ in range(4)]
+    xs[2][3, 1] = float("nan")
+    xs[3][0, 0] = float("inf")
+    native, ref = ChannelSpectrum(thresholds=(0.0, 1.0)), ChannelSpectrum(thresholds=(0.0, 1.0), backend="torch")
+    for x in xs:
+        feed(native, x, Layout(1, Axis.SPACE))
+        feed(ref, x, Layout(1, Axis.SPACE))
+    assert native.kind == "none"
+    for f in ("segments", "count", "above", "min", "max"):
+        assert torch.equal(getattr(native, f), getattr(ref, f)), f
+
+
+def test_copy_and_pickle_after_planned_batches():
+    """The per-batch native plans are left out of copies and pickles (rebuilt on the next batch)."""
+    import copy
+    import pickle
+
+    x = torch.randn(16, 20, 64)
+    layout = Layout(1, Axis.TIME)
+    acc = ChannelSpectrum()
+    for _ in range(3):
+        feed(acc, x, layout)
+    twins = (copy.deepcopy(acc), pickle.loads(pickle.dumps(acc)))
+    feed(acc, x, layout)
+    for twin in twins:
+        assert twin._fast is None  # left out: rebuilt on the next batch
+        feed(twin, x, layout)
+        for key, value in twin.state_dict().items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(value, acc.state_dict()[key], rtol=1e-12, atol=0)
+            else:
+                assert value == acc.state_dict()[key], key

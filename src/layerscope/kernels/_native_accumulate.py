@@ -5,7 +5,11 @@ into ``layerscope._C`` from csrc/welch.cpp and csrc/accumulate.cpp:
   state) in one call, where the torch path dispatches seven kernels;
 - :func:`fold_reduction_native`: the spectrum's count, extremes, threshold counts and segments from a
   batch's channel reduction, in one call instead of five kernels;
-- :func:`cell_energy_native`: Σx² per channel and spatial cell into float64 state, one call instead of four.
+- :func:`cell_energy_native`: Σx² per channel and spatial cell into float64 state, one call instead of four;
+- :func:`covariance_native`: the covariance's shifted sums ``[[G, s], [sᵀ, n]]`` of a batch's rows added
+  into float64 state (csrc/covariance.cpp), one call instead of a copy, a GEMM and an add;
+- :func:`all_finite_native`: ``ChannelStats.all_finite`` from the NaN and Inf counts in one call instead
+  of three kernels (the answer is cached on the reduction as ``all_finite`` caches it).
 
 Plain C symbols called through ctypes with the tensors' data pointers and element strides: no pybind11
 argument conversion and no NumPy view per call. Each returns False (nothing done) when it cannot run —
@@ -34,7 +38,8 @@ def _load() -> Any:
         return None
     try:
         lib = ctypes.CDLL(_C.__file__)
-        fns = (lib.ls_welch_parts, lib.ls_fold_reduction, lib.ls_cell_energy)
+        fns = (lib.ls_welch_parts, lib.ls_fold_reduction, lib.ls_cell_energy, lib.ls_cov_update,
+               lib.ls_all_zero2)
     except (OSError, AttributeError):
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -44,6 +49,10 @@ def _load() -> Any:
     fns[1].restype = None
     fns[2].argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, i64, i64, ptr, i64, ptr]
     fns[2].restype = None
+    fns[3].argtypes = [ptr, ctypes.c_int, i64, i64, i64, i64, i64, i64, ptr, ptr]
+    fns[3].restype = ctypes.c_int
+    fns[4].argtypes = [ptr, ptr, i64]
+    fns[4].restype = ctypes.c_int
     _lib = lib
     return lib
 
@@ -110,3 +119,112 @@ def cell_energy_native(x: torch.Tensor, channels_last: bool, cell: torch.Tensor,
     n, c, p, sn, sc, sp = _strided(x, channels_last)
     lib.ls_cell_energy(x.data_ptr(), code, n, c, p, sn, sc, sp, cell.data_ptr(), out.shape[1], out.data_ptr())
     return True
+
+
+def covariance_plan(x: torch.Tensor, channels_last: bool, ref: torch.Tensor, sums: torch.Tensor) -> tuple | None:
+    """The fixed arguments of :func:`covariance_native` for batches shaped, strided and typed like ``x``
+    (``[N, C, S]``, or ``[N, S, C]`` when ``channels_last``) with the reference ``ref`` (float64 ``[C]``,
+    exactly representable in ``x``'s dtype) and the state ``sums`` (float64 ``[C+1, C+1]``, contiguous);
+    None when the kernel cannot run. The plan holds the state's pointers: make a new one when the state
+    tensors are replaced."""
+    lib = _lib if _loaded else _load()
+    code = _DTYPES.get(x.dtype)
+    if (lib is None or code is None or x.device.type != "cpu" or ref.dtype != torch.float64
+            or sums.dtype != torch.float64 or ref.device.type != "cpu" or sums.device.type != "cpu"
+            or not ref.is_contiguous() or not sums.is_contiguous()):
+        return None
+    n, c, s, sn, sc, ss = _strided(x, channels_last)
+    if ref.shape != (c,) or sums.shape != (c + 1, c + 1):
+        return None
+    return lib.ls_cov_update, (code, n, c, s, sn, sc, ss, ref.data_ptr(), sums.data_ptr())
+
+
+def covariance_native(x: torch.Tensor, plan: tuple) -> None:
+    """Add the shifted sums of the rows of ``x`` (all finite; shaped, strided and typed as when ``plan`` was
+    made by :func:`covariance_plan`) into the plan's state."""
+    fn, args = plan
+    fn(x.data_ptr(), *args)
+
+
+def all_finite_native(reduced: Any) -> bool:
+    """``reduced.all_finite()`` for a :class:`~layerscope.kernels.ChannelStats`, by one native call on
+    contiguous int64 CPU counts (and cached on it the way ``all_finite`` caches it); else its own
+    method."""
+    if reduced._all_finite is not None:
+        return reduced._all_finite
+    lib = _lib if _loaded else _load()
+    nan, inf = reduced.nan, reduced.inf
+    if (lib is None or nan.device.type != "cpu" or nan.dtype != torch.int64 or inf.dtype != torch.int64
+            or inf.device.type != "cpu" or nan.shape != inf.shape or not nan.is_contiguous()
+            or not inf.is_contiguous()):
+        return reduced.all_finite()
+    reduced._all_finite = bool(lib.ls_all_zero2(nan.data_ptr(), inf.data_ptr(), nan.numel()))
+    return reduced._all_finite
+
+
+def welch_plan(x: torch.Tensor, step: int, length: int, window: torch.Tensor, channels_last: bool,
+               out: torch.Tensor) -> tuple | None:
+    """The fixed arguments of the Welch call on ``x[::step]`` for batches shaped, strided and typed like
+    ``x`` (``[N, C, T]``, or ``[N, T, C]`` when ``channels_last``): call ``fn(x.data_ptr(), *args)`` (the
+    view ``x[::step]`` starts where ``x`` does: no view per batch). ``window`` and ``out`` as for
+    :func:`welch_parts_native` (the plan holds their pointers). None when the kernel cannot run."""
+    lib = _lib if _loaded else _load()
+    code = _DTYPES.get(x.dtype)
+    length_ok = 8 <= length <= 1 << 16 and length & (length - 1) == 0
+    if (lib is None or code is None or x.device.type != "cpu" or not out.is_contiguous() or not length_ok
+            or out.dtype != torch.float64 or window.dtype != x.dtype or not window.is_contiguous()):
+        return None
+    n, c, t, sn, sc, st = _strided(x[::step], channels_last)
+    if t < length or out.shape != (c, length // 2 + 1, 2):
+        return None
+    return lib.ls_welch_parts, (code, n, c, t, sn, sc, st, length, window.data_ptr(), out.data_ptr())
+
+
+def fold_plan(state: tuple[torch.Tensor, ...], segments: torch.Tensor) -> tuple | None:
+    """The fixed arguments of :func:`fold_reduction_native` into ``state`` (count, min, max, above) and
+    ``segments``: ``fn(c, t, count, r_count, min, r_min, max, r_max, above, r_above, segments, n_seg)``
+    with the state pointers in place (see :func:`fold_native`). None when the kernel cannot run."""
+    lib = _lib if _loaded else _load()
+    if lib is None:
+        return None
+    dtypes = (torch.int64, torch.float64, torch.float64, torch.int64, torch.int64)
+    for t, dtype in zip((*state, segments), dtypes, strict=True):
+        if t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous():
+            return None
+    count, above = state[0], state[3]
+    if segments.shape != count.shape or above.shape[1:] != count.shape:
+        return None
+    return (lib.ls_fold_reduction, count.shape[0], above.shape[0], tuple(above.shape),
+            *(t.data_ptr() for t in (*state, segments)))
+
+
+def fold_native(plan: tuple, reduced: Any, n_seg: int) -> bool:
+    """``fold_reduction_native`` through a :func:`fold_plan`: the reduction's count, min, max and above
+    (the dtypes and shapes of :class:`~layerscope.kernels.ChannelStats`; checked here: contiguous and
+    ``above`` of the planned shape) into the state, and ``segments += n_seg``. False (nothing done) when
+    the reduction does not fit."""
+    fn, c, t, above_shape, count, mn, mx, above, segments = plan
+    r_count, r_min, r_max, r_above = reduced.count, reduced.min, reduced.max, reduced.above
+    if not (r_count.is_contiguous() and r_min.is_contiguous() and r_max.is_contiguous()
+            and r_above.is_contiguous() and r_above.shape == above_shape and r_count.shape[0] == c):
+        return False
+    fn(c, t, count, r_count.data_ptr(), mn, r_min.data_ptr(), mx, r_max.data_ptr(), above, r_above.data_ptr(),
+       segments, n_seg)
+    return True
+
+
+def cell_energy_plan(x: torch.Tensor, step: int, channels_last: bool, cell: torch.Tensor,
+                     out: torch.Tensor) -> tuple | None:
+    """The fixed arguments of :func:`cell_energy_native` on ``x[::step]`` for batches shaped, strided and
+    typed like ``x``: call ``fn(x.data_ptr(), *args)``. ``cell`` (int32 ``[P]``, contiguous) and ``out``
+    (float64 ``[C, cells]``, contiguous) must outlive the plan (it holds their pointers). None when the
+    kernel cannot run."""
+    lib = _lib if _loaded else _load()
+    code = _DTYPES.get(x.dtype)
+    if (lib is None or code is None or x.device.type != "cpu" or out.dtype != torch.float64
+            or not out.is_contiguous() or cell.dtype != torch.int32 or not cell.is_contiguous()):
+        return None
+    n, c, p, sn, sc, sp = _strided(x[::step], channels_last)
+    if out.dim() != 2 or out.shape[0] != c or cell.shape != (p,):
+        return None
+    return lib.ls_cell_energy, (code, n, c, p, sn, sc, sp, cell.data_ptr(), out.shape[1], out.data_ptr())

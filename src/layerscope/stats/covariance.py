@@ -27,6 +27,13 @@ float64 for float64 ones; ``merge`` and ``state_dict`` go through ``(n, μ, M)``
 and the reference moves to the merged mean (exact: ``s`` and ``G`` are re-expressed about it). Rows
 holding a NaN or ±Inf are left out (counted in ``dropped``).
 
+On the CPU, with the native extension built, an all-finite float32/float64 batch of an uncapped layer
+goes through one native call instead (csrc/covariance.cpp): the same shift in the activation's
+precision, ``G``, ``s`` and ``n`` added straight into the float64 state, products summed in the
+activation's precision over chunks of at most 512 rows and then in float64; from the second batch of
+a shape on its ctypes arguments are a per-layer plan (no view and no torch op per batch). The torch
+code above is the reference, serves every other case and is forced with ``backend="torch"``.
+
 Wide layers: with more than ``covariance_max_channels`` channels (default 1024, i.e. an 8 MiB matrix)
 only that many *evenly spaced* channels are tracked (``round(linspace(0, C − 1, cap))``), a fixed
 choice that does not depend on the data, so merges stay exact; the analysis names the channels kept.
@@ -43,6 +50,7 @@ from typing_extensions import Self
 from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
+from ..kernels._native_accumulate import all_finite_native, covariance_native, covariance_plan
 from ..kernels._torch import workspace
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
@@ -67,7 +75,8 @@ class ChannelCovariance:
     """Streaming float64 covariance of the (tracked) channels; see the module docstring."""
 
     def __init__(self, covariance_max_channels: int = DEFAULT_MAX_CHANNELS,
-                 covariance_samples: int | None = DEFAULT_SAMPLES, **_: Any) -> None:
+                 covariance_samples: int | None = DEFAULT_SAMPLES, backend: str | None = None,
+                 **_: Any) -> None:
         if covariance_max_channels < 2:
             raise ConfigError(f"covariance_max_channels must be at least 2 (got {covariance_max_channels})")
         self.max_channels = int(covariance_max_channels)
@@ -83,6 +92,24 @@ class ChannelCovariance:
         self._rows: tuple[Any, torch.Tensor | None] = ((), None)  # (key, [rows, K+1] with a ones column)
         self._gram = Scratch()
         self._plan: tuple[Any, ...] | None = None  # (batch key, buffers and views): see _absorb_rows
+        # all-finite float32/float64 CPU batches of uncapped layers go through one native call
+        # (csrc/covariance.cpp) unless the torch kernels are forced; the torch code is the reference
+        self._native = backend != "torch"
+        self._native_plan: tuple[Any, Any] = (None, None)  # (batch key, covariance_plan) for that call
+        # the steady state of that call for one batch shape: None, or (batch key, state and reference it
+        # writes and reads, call, arguments, rows per batch); see _plan_fast
+        self._fast: tuple[Any, ...] | None = None
+        self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the per-batch plans (native pointers and argument tuples, rebuilt on
+        the next batch)."""
+        state = self.__dict__.copy()
+        state['_fast'] = None
+        state['_fast_tried'] = ()
+        state['_native_plan'] = (None, None)
+        state['_plan'] = None
+        return state
 
     # -- the state as (n, μ, M) -----------------------------------------------------------------
     @property
@@ -109,15 +136,49 @@ class ChannelCovariance:
         sums[:k, :k] = comoment
         sums[k, k] = n
         self.count, self._ref, self._sums, self._ref_work = n, mean.to(torch.float64, copy=True), sums, None
-        self._plan = None
+        self._plan, self._native_plan = None, (None, None)
 
     # -- update ---------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        fast = self._fast
+        if fast is not None:  # the usual batch: one native call, no view and no torch op
+            data = view.data
+            if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
+                    and fast[1] is self._sums and fast[2] is self._ref and all_finite_native(reduced)):
+                fast[3](data.data_ptr(), *fast[4])
+                self.count += fast[5]
+                return
+        self._update_general(view, reduced)
+        if self._native and self._sums is not None:  # plan again after a batch that did not fit
+            data = view.data
+            key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
+            if self._fast is not None or key != self._fast_tried:
+                self._fast_tried, self._fast = key, self._plan_fast(view)
+
+    def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
+        """The native call of the general path with its arguments fixed for batches like ``view.data`` (the
+        rows used, ``x[::step]``, start where ``x`` does: no view per batch), with the state and reference
+        it uses (checked by identity on each batch: a change of precision, a merge or a restored state
+        replace them). A batch takes it when it has the same shape, strides, dtype and layout and is all
+        finite. None when it cannot run: capped layers, other dtypes and devices."""
+        data = view.data
+        if (self.index.numel() != self.channels or self._ref_work is None
+                or self._ref_work.dtype != _work_dtype(data.dtype)):
+            return None
+        step = sample_step(data.shape[0], self.max_samples)
+        used = data[::step]
+        plan = covariance_plan(used, view.channels_last, self._ref, self._sums)
+        if plan is None:
+            return None
+        rows = used.shape[0] * used.shape[1 if view.channels_last else 2]
+        return (data.shape, data.stride(), data.dtype, view.channels_last), self._sums, self._ref, *plan, rows
+
+    def _update_general(self, view: LayoutView, reduced: ChannelStats) -> None:
         self._set_channels(view.num_channels)
         step = sample_step(view.num_samples, self.max_samples)
         data = view.data[::step] if step > 1 else view.data  # (n, C, S) or (n, S, C): the samples used
         index = self._index_on(data.device)
-        if reduced.all_finite():
+        if all_finite_native(reduced) if self._native else reduced.all_finite():
             if self._ref_work is None or self._ref_work.dtype != _work_dtype(data.dtype):
                 self._start(reduced.mean if index is None else reduced.mean[index], _work_dtype(data.dtype))
             self._absorb_rows(data, view.channels_last, index)
@@ -146,7 +207,7 @@ class ChannelCovariance:
         else:
             self._rebase(target.to(torch.float64))
         self._ref_work = target
-        self._plan = None  # it holds the reference of the last batch
+        self._plan, self._native_plan = None, (None, None)  # they hold the reference and state of the last batch
 
     def _rebase(self, ref: torch.Tensor) -> None:
         """Re-express ``s`` and ``G`` about ``ref``: ``[x − r′; 1] = T [x − r; 1]`` with ``T = [[I, δ], [0, 1]]``,
@@ -159,6 +220,15 @@ class ChannelCovariance:
 
     def _absorb_rows(self, data: torch.Tensor, channels_last: bool, index: torch.Tensor | None) -> None:
         """One copy of the rows used, shifted by ``r``, next to a column (row) of ones, and one GEMM."""
+        if index is None and self._native:
+            key = (data.shape, data.stride(), data.dtype, data.device, channels_last)
+            native = self._native_plan
+            if native[0] != key:  # a new shape or reference (_start and _set_moments reset the plan)
+                native = self._native_plan = (key, covariance_plan(data, channels_last, self._ref, self._sums))
+            if native[1] is not None:
+                covariance_native(data, native[1])  # shift, Xᵀ X, Σx and the row count, into the state
+                self.count += data.shape[0] * data.shape[1 if channels_last else 2]
+                return
         plan = self._plan
         if index is None and plan is not None and plan[0] == (data.shape, data.dtype, channels_last):
             _, dst, a, b, gram, n, ref = plan  # the usual case: the buffers and views of the last batch

@@ -46,8 +46,8 @@ from typing_extensions import Self
 from .._errors import ConfigError
 from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
+from ..kernels._native_accumulate import all_finite_native, cell_energy_native, cell_energy_plan
 from ..kernels._native_accumulate import available as native_available
-from ..kernels._native_accumulate import cell_energy_native
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from ._scratch import Scratch
@@ -96,6 +96,19 @@ class SpatialDensity:
         self._plan: tuple[Any, Any] = ((), None)  # (batch key, (reduce, target, cell)): see _plan_for
         self._native = backend != "torch"  # all-finite CPU batches in one native call (csrc/accumulate.cpp)
         self._squares = Scratch()
+        # the steady-state native call for one batch shape: None, or (batch key, state it adds to, call,
+        # arguments, samples used, the cell index it points to); see _plan_fast
+        self._fast: tuple[Any, ...] | None = None
+        self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the per-batch plans (native pointers and argument tuples, rebuilt on
+        the next batch)."""
+        state = self.__dict__.copy()
+        state['_fast'] = None
+        state['_fast_tried'] = ()
+        state['_plan'] = ((), None)
+        return state
 
     @property
     def cells(self) -> tuple[int, ...]:
@@ -113,6 +126,41 @@ class SpatialDensity:
         return out * lead
 
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        fast = self._fast
+        if fast is not None:  # the usual batch: one native call, no view and no torch op
+            data = view.data
+            if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
+                    and fast[1] is self.energy_sum and all_finite_native(reduced)):
+                fast[2](data.data_ptr(), *fast[3])
+                self.samples += fast[4]
+                return
+        self._update_general(view, reduced)
+        if self._native and self.energy_sum is not None:  # plan again after a batch that did not fit
+            data = view.data
+            key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
+            if self._fast is not None or key != self._fast_tried:
+                self._fast_tried, self._fast = key, self._plan_fast(view)
+
+    def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
+        """The native call of :meth:`_update_general` with its arguments fixed for batches like
+        ``view.data`` (the samples used, ``x[::step]``, start where ``x`` does: no view per batch), and the
+        state it adds to (checked by identity on each batch: a merge or a restored state may replace it).
+        A batch takes it when it has the same shape, strides, dtype and layout and is all finite. None
+        when it cannot run (the general path then serves every batch)."""
+        data = view.data
+        if (tuple(view.spatial_shape) != self.spatial_shape or data.device.type != "cpu"
+                or data.dtype not in (torch.float32, torch.float64)):
+            return None
+        cell = self._cell_of_position().to(torch.int32)
+        target = self.energy_sum.view(self.energy_sum.shape[0], -1)  # (C, cells): a view of the contiguous state
+        step = sample_step(data.shape[0], self.max_samples)
+        plan = cell_energy_plan(data, step, view.channels_last, cell, target)
+        if plan is None or not self.energy_sum.is_contiguous():
+            return None
+        return ((data.shape, data.stride(), data.dtype, view.channels_last), self.energy_sum, *plan,
+                -(-data.shape[0] // step), cell)
+
+    def _update_general(self, view: LayoutView, reduced: ChannelStats) -> None:
         if self.spatial_shape is None:
             self.spatial_shape = tuple(view.spatial_shape)
         elif tuple(view.spatial_shape) != self.spatial_shape:  # a shorter sequence: the cells would not align
@@ -122,7 +170,7 @@ class SpatialDensity:
         data = view.data[::step] if step > 1 else view.data  # (n, C, S) or (n, S, C): the samples used
         if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
             data = data.float()
-        if reduced.all_finite():
+        if all_finite_native(reduced) if self._native else reduced.all_finite():
             key = (tuple(data.shape), data.dtype, data.device, view.channels_last)
             if self._plan[0] != key:
                 self._plan = (key, self._plan_for(view, data))

@@ -50,7 +50,10 @@ float32/float64 batch with a power-of-two ``L`` is folded in by one native call 
 detrend, window, radix-2 real FFT vectorised across segments, squares added in float64), and the
 counts, extremes, threshold counts and segments by another (csrc/accumulate.cpp), instead of about a
 dozen torch kernels; the torch code (:mod:`._periodogram`) is the reference, serves every other case,
-and is forced with the option ``backend="torch"``.
+and is forced with the option ``backend="torch"``. From the second batch of a shape on, both calls run
+from a per-layer plan (their ctypes arguments fixed for that shape, strides and dtype; the samples used,
+``x[::step]``, start where the batch does, so no view is made), and the batch's finiteness comes from
+one more native call on the reduction's NaN/Inf counts: no torch op per batch.
 """
 
 from __future__ import annotations
@@ -64,7 +67,14 @@ from typing_extensions import Self
 
 from ..capture.layout import Axis, LayoutView
 from ..kernels import ChannelStats
-from ..kernels._native_accumulate import fold_reduction_native, welch_parts_native
+from ..kernels._native_accumulate import (
+    all_finite_native,
+    fold_native,
+    fold_plan,
+    fold_reduction_native,
+    welch_parts_native,
+    welch_plan,
+)
 from ._periodogram import (
     hann_window,
     onesided_scale,
@@ -145,6 +155,18 @@ class ChannelSpectrum:
         # the Welch sums of all-finite CPU batches go through one native call (csrc/welch.cpp) unless the
         # torch kernels are forced; the torch code is the reference and serves every other case
         self._native = backend != "torch"
+        # the steady-state plan of that path for one batch shape (see _plan_fast): None, or (batch key,
+        # state tensors it writes, Welch call, Welch arguments, fold plan, segments per channel)
+        self._fast: tuple[Any, ...] | None = None
+        self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning (None or not)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the per-batch plans (native pointers and argument tuples, rebuilt on
+        the next batch)."""
+        state = self.__dict__.copy()
+        state['_fast'] = None
+        state['_fast_tried'] = ()
+        return state
 
     @property
     def power(self) -> torch.Tensor | None:
@@ -163,6 +185,53 @@ class ChannelSpectrum:
 
     # -- update --------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
+        fast = self._fast
+        if fast is not None:  # the usual batch: two native calls and no torch op (see _plan_fast)
+            data = view.data
+            state = fast[1]
+            if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
+                    and state[0] is self._parts and state[1] is self.count and state[2] is self.min
+                    and state[3] is self.max and state[4] is self.above and state[5] is self.segments
+                    and (fast[2] is None or all_finite_native(reduced)) and fold_native(fast[4], reduced, fast[5])):
+                if fast[2] is not None:  # the Welch sums, after the fold: nothing else can fail
+                    fast[2](data.data_ptr(), *fast[3])
+                if self.stream:
+                    self._stream_step(reduced.mean)
+                return
+        self._update_general(view, reduced)
+        if self._native and self.kind in ("welch", "none"):  # plan again after a batch that did not fit
+            data = view.data
+            key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
+            if self._fast is not None or key != self._fast_tried:
+                self._fast_tried, self._fast = key, self._plan_fast(view)
+
+    def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
+        """The steady-state path of a Welch layer (or of one without a spectrum: the fold alone) with the
+        native kernels, for batches like ``view.data``:
+        the fixed arguments of the Welch call on the samples used (``x[::step]`` starts where ``x`` does,
+        so a batch needs no view) and of the fold of the reduction, with the state tensors they write
+        (checked by identity on each batch: a merge or a restored state replaces them). A batch takes it
+        when it has the same shape, strides, dtype and layout and is all finite; every other batch (and
+        time layouts of rank > 1) takes the general path. None when it cannot run."""
+        data = view.data
+        state = (self._parts, self.count, self.min, self.max, self.above, self.segments)
+        key = (data.shape, data.stride(), data.dtype, view.channels_last)
+        fold = fold_plan(state[1:5], self.segments)
+        if fold is None or data.device.type != "cpu":
+            return None
+        if self.kind == "none":  # no spectrum: the fold alone, whatever the values
+            return key, state, None, (), fold, 0
+        if len(view.spatial_shape) != 1 or data.dtype not in (torch.float32, torch.float64):
+            return None
+        step = sample_step(data.shape[0], self.max_samples)
+        welch = welch_plan(data, step, self.length, self._window_for(data), view.channels_last, self._parts)
+        if welch is None:
+            return None
+        n, t = -(-data.shape[0] // step), data.shape[1 if view.channels_last else 2]
+        hop = self.length - self.length // 2
+        return key, state, *welch, fold, n * ((t - self.length) // hop + 1)
+
+    def _update_general(self, view: LayoutView, reduced: ChannelStats) -> None:
         if self.kind is None:
             self._start(view, reduced)
         if reduced.count.shape[0] != self._parts.shape[0]:
@@ -171,7 +240,7 @@ class ChannelSpectrum:
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
         # False also when rare: a NaN or ±Inf somewhere in the batch (no spectrum: no need to know)
-        finite = self.kind != "none" and reduced.all_finite()
+        finite = self.kind != "none" and (all_finite_native(reduced) if self._native else reduced.all_finite())
         segments = 0  # Welch segments per channel that the native Welch call left for the fold to count
         if self.kind == "welch":
             segments = self._update_welch(view, reduced, finite)
