@@ -87,7 +87,7 @@ class ChannelStats:
         """Whether the batch held no NaN or ±Inf: one device sync, shared by every accumulator that asks."""
         if self._all_finite is None:
             if self.arrays is not None:
-                self._all_finite = not (self.arrays[7].any() or self.arrays[8].any())
+                self._all_finite = not (np.count_nonzero(self.arrays[7]) or np.count_nonzero(self.arrays[8]))
             else:
                 self._all_finite = not bool((self.nan + self.inf).any())
         return self._all_finite

@@ -150,8 +150,8 @@ def all_finite_native(reduced: Any) -> bool:
     """``reduced.all_finite()`` for a :class:`~layerscope.kernels.ChannelStats`, by one native call on
     contiguous int64 CPU counts (and cached on it the way ``all_finite`` caches it); else its own
     method."""
-    if reduced._all_finite is not None:
-        return reduced._all_finite
+    if reduced._all_finite is not None or getattr(reduced, "arrays", None) is not None:
+        return reduced.all_finite()  # cached, or NumPy counts of the native reduction (no tensor made)
     lib = _lib if _loaded else _load()
     nan, inf = reduced.nan, reduced.inf
     if (lib is None or nan.device.type != "cpu" or nan.dtype != torch.int64 or inf.dtype != torch.int64
