@@ -18,7 +18,9 @@
 //   counted, by a popcount, and the others are compressed into a buffer. The buffer is counted two slots
 //   at a time, as PAIRS in a joint (bins+3)² uint32 table — one increment per two values — which is
 //   added into the int64 sub-histograms before any entry can overflow and at the end (pow2_fold): each
-//   pair counts once for each of its two slots. (uint16 entries would halve the table, but measured
+//   pair counts once for each of its two slots. Data with few values in the hot slot (no ReLU before it)
+//   skips the split: after a measured chunk with under 1/8 hot values, all 16 slots go to pairs directly
+//   (−20% time on normal data). (uint16 entries would halve the table, but measured
 //   twice as slow per increment on Zen: neighbouring 16-bit counters seem to serialise.)
 // No code here reads the floating-point exception flags: let GCC if-convert and vectorise the selects
 // and the float → int conversion, which -ftrapping-math (its default) keeps scalar. Results are the same.
@@ -56,6 +58,7 @@ constexpr i64 kChunk = 512;             // elements per slot buffer (2 KiB of in
 constexpr i64 kConvert = 4096;          // half inputs: elements converted to float32 at a time
 constexpr i64 kMinPerThread = 1 << 15;  // below this a second thread costs more than it saves
 constexpr i64 kMaxPairSlots = 72;       // joint table when (bins + 3)² uint32 fit in ~20 KiB (bins ≤ 69)
+constexpr int kPlainChunks = 16;        // chunks counted without the hot-slot split between two measures
 // Pairs counted in a joint table before it is added into the sub-histograms: far below uint32's limit,
 // so that inputs of a few million values (the tests) exercise the flush; one flush per 2M values costs
 // nothing.
@@ -237,6 +240,8 @@ LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Gri
     const __m512i hot = _mm512_set1_epi32(static_cast<int>(hot_slot));
     u32* joint = t.joint;
     i64 n = 0, hot_count = 0, pairs = 0, done = 0;  // done: pairs counted so far
+    i64 n_mark = 0, hot_mark = 0;  // n and hot_count after the last chunk's pairs were made
+    int plain = 0;                 // chunks left to run without the hot-slot split
     for (i64 r = 0; r < rows; ++r) {
         const float* row = x + r * ld;
         for (i64 i = 0; i < len; i += 16) {
@@ -245,10 +250,15 @@ LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Gri
             // a masked load only for the tail: masked loads that miss the cache stall (2× slower from DRAM)
             const __m512 v = whole ? _mm512_loadu_ps(row + i) : _mm512_maskz_loadu_ps(valid, row + i);
             const __m512i s = slots16(v, s16);
-            const __mmask16 keep = _mm512_mask_cmpneq_epi32_mask(valid, s, hot);
-            hot_count += _mm_popcnt_u32(valid ^ keep);
-            _mm512_storeu_si512(buf + n, _mm512_maskz_compress_epi32(keep, s));
-            n += _mm_popcnt_u32(keep);
+            if (plain && whole) {  // few hot values lately: all 16 slots go to pairs, no compare/compress
+                _mm512_storeu_si512(buf + n, s);
+                n += 16;
+            } else {
+                const __mmask16 keep = _mm512_mask_cmpneq_epi32_mask(valid, s, hot);
+                hot_count += _mm_popcnt_u32(valid ^ keep);
+                _mm512_storeu_si512(buf + n, _mm512_maskz_compress_epi32(keep, s));
+                n += _mm_popcnt_u32(keep);
+            }
             if (done < pairs) {  // pairs − done is a multiple of 8
                 count_two(pair + done, joint), count_two(pair + done + 2, joint);
                 count_two(pair + done + 4, joint), count_two(pair + done + 6, joint);
@@ -256,7 +266,15 @@ LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Gri
             }
             if (n > kChunk && joint) {
                 for (; done < pairs; done += 2) count_two(pair + done, joint);
+                // Split off the hot slot only where it pays: when under 1/8 of the values of a chunk
+                // counted with the split were hot, the next kPlainChunks chunks count every slot in pairs
+                // (a (hot, hot) pair, under 1/64 of them, rarely serialises on its counter), then one
+                // chunk measures again. Counts are the same either way.
+                const i64 hot_new = hot_count - hot_mark, values = n - n_mark + hot_new;
                 pairs = make_pairs(buf, n, t, pair), done = 0;
+                if (plain) --plain;
+                else plain = hot_new * 8 < values ? kPlainChunks : 0;
+                n_mark = n, hot_mark = hot_count;
             } else if (n > kChunk) {
                 count_slots(buf, n, t.slots, t.ways), n = 0;
             }

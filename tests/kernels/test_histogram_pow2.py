@@ -314,3 +314,24 @@ def test_counts_across_many_joint_table_flushes(threads):
     assert _native_window(x, -2, 0, 64, threads) == expected
     got = _fused(x.reshape(1, 1, -1), False, -2, 0, 64, threads)
     assert got.histogram.tolist() == expected
+
+
+@needs_native
+@pytest.mark.parametrize(("e", "offset", "bins"), ZERO_GRIDS)
+def test_data_whose_share_of_zeros_changes_along_the_input(e, offset, bins):
+    """Pieces with few and with many values in the slot of 0.0 take the kernel's two ways of counting
+    (every slot in pairs, or that slot apart), switching back and forth at chunk boundaries; the counts
+    must not depend on it."""
+    g = torch.Generator().manual_seed(bins)
+    pieces = []
+    for k, n in enumerate((5000, 7777, 513, 20000, 3, 9000, 1025, 40000)):
+        piece = torch.randn(n, generator=g) * 4
+        if k % 2:
+            piece = piece.relu()  # half zeros: the slot of 0.0 is counted apart
+        pieces.append(piece)
+    x = torch.cat(pieces)
+    x[::997] = math.nan
+    assert _native_window(x, e, offset, bins, threads=1) == _numpy_window(x, e, offset, bins)
+    assert _native_window(x, e, offset, bins, threads=2) == _numpy_window(x, e, offset, bins)
+    y = x[: 83 * 997].reshape(83, 1, 997)  # the fused count, block by block
+    assert _fused(y, False, e, offset, bins).histogram.tolist() == _numpy_window(y, e, offset, bins)
