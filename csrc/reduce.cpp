@@ -457,27 +457,39 @@ private:
     }
 
     // -- fold the group accumulators (in group order) and the per-chunk sample sums into the outputs --
+    // Group by group over the channels each holds (a group holds a contiguous range), so that no channel
+    // scans every group for the ones that hold it: each channel still sees its groups' merges in group
+    // order, the same chan_merge calls as a loop per channel. Channel blocks go to the threads when
+    // there are enough merges to pay for a parallel region.
     void finish(const std::vector<ChannelAcc>& acc, const ReduceOut& out) {
-        const i64 C = x_.c, N = x_.n;
-#pragma omp parallel for num_threads(threads_) schedule(static)
-        for (i64 ch = 0; ch < C; ++ch) {
-            i64 z = 0, nan = 0, inf = 0;
-            double n = 0, ref = 0, rel = 0, m2 = 0, lo = std::numeric_limits<double>::infinity(), hi = -lo;
+        const i64 C = x_.c, N = x_.n, T = num_thr_;
+        std::vector<double> cnt(C, 0.0), ref(C, 0.0), rel(C, 0.0);
+        constexpr i64 kFinishBlock = 256;  // channels per parallel task
+        const i64 blocks = ceil_div(C, kFinishBlock);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (C * groups_ >= 32768)
+        for (i64 b = 0; b < blocks; ++b) {
+            const i64 lo = b * kFinishBlock, hi = std::min(C, lo + kFinishBlock);
+            std::fill(out.m2 + lo, out.m2 + hi, 0.0);
+            std::fill(out.min + lo, out.min + hi, std::numeric_limits<double>::infinity());
+            std::fill(out.max + lo, out.max + hi, -std::numeric_limits<double>::infinity());
+            std::fill(out.zeros + lo, out.zeros + hi, 0), std::fill(out.nan + lo, out.nan + hi, 0);
+            std::fill(out.inf + lo, out.inf + hi, 0);
+            for (i64 t = 0; t < T; ++t) std::fill(out.above + t * C + lo, out.above + t * C + hi, 0);
             for (const ChannelAcc& g : acc) {
-                if (!g.holds(ch)) continue;
-                const i64 i = ch - g.c0;
-                chan_merge(n, ref, rel, m2, g.count[i], g.ref[i], g.rel[i], g.m2[i]);
-                lo = std::min(lo, g.min[i]), hi = std::max(hi, g.max[i]);
-                z += g.zeros[i], nan += g.nan[i], inf += g.inf[i];
+                const i64 c0 = std::max(lo, g.c0), c1 = std::min(hi, g.c0 + g.c);
+                for (i64 ch = c0; ch < c1; ++ch) {
+                    const i64 i = ch - g.c0;
+                    chan_merge(cnt[ch], ref[ch], rel[ch], out.m2[ch], g.count[i], g.ref[i], g.rel[i], g.m2[i]);
+                    out.min[ch] = std::min(out.min[ch], g.min[i]), out.max[ch] = std::max(out.max[ch], g.max[i]);
+                    out.zeros[ch] += g.zeros[i], out.nan[ch] += g.nan[i], out.inf[ch] += g.inf[i];
+                }
+                for (i64 t = 0; t < T; ++t) {
+                    const i64* ga = g.above.data() + t * g.c;
+                    i64* oa = out.above + t * C;
+                    for (i64 ch = c0; ch < c1; ++ch) oa[ch] += ga[ch - g.c0];
+                }
             }
-            out.count[ch] = static_cast<i64>(n), out.mean[ch] = ref + rel, out.m2[ch] = m2;
-            out.min[ch] = lo, out.max[ch] = hi, out.zeros[ch] = z, out.nan[ch] = nan, out.inf[ch] = inf;
-            for (int t = 0; t < num_thr_; ++t) {
-                i64 a = 0;
-                for (const ChannelAcc& g : acc)
-                    if (g.holds(ch)) a += g.above[t * g.c + ch - g.c0];
-                out.above[t * C + ch] = a;
-            }
+            for (i64 ch = lo; ch < hi; ++ch) out.count[ch] = static_cast<i64>(cnt[ch]), out.mean[ch] = ref[ch] + rel[ch];
         }
         if (chunks_ == 1) return;  // the sample means were written by the units
 #pragma omp parallel for num_threads(threads_) schedule(static)
