@@ -374,9 +374,9 @@ LS_INLINE double short_pass1(i64 rows, i64 full, i64 tail, const i16v& mask, con
                 b += v;
                 lo = v < lo ? v : lo;
                 hi = v > hi ? v : hi;
-                z -= v == 0.0f;
-                if constexpr (Thr > 0) c0 -= v > t0;
-                if constexpr (Thr > 1) c1 -= v > t1;
+                z = v == 0.0f ? z + 1 : z;  // a masked add (the mask as −1 added in a register is two)
+                if constexpr (Thr > 0) c0 = v > t0 ? c0 + 1 : c0;
+                if constexpr (Thr > 1) c1 = v > t1 ? c1 + 1 : c1;
             }
             sum += vector_tree(b);
         }
