@@ -557,9 +557,22 @@ LS_INLINE void tile_pass1(const E* x, i64 rows, i64 ld, i64 width, const E* thr,
                 const E n01 = v0 > v1 ? v0 : v1, n23 = v2 > v3 ? v2 : v3, n = n01 > n23 ? n01 : n23;
                 lo[w] = m < lo[w] ? m : lo[w];
                 hi[w] = n > hi[w] ? n : hi[w];
-                z[w] += (v0 == E(0)) + (v1 == E(0)) + (v2 == E(0)) + (v3 == E(0));
-                if constexpr (Thr > 0) c0[w] += (v0 > t0) + (v1 > t0) + (v2 > t0) + (v3 > t0);
-                if constexpr (Thr > 1) c1[w] += (v0 > t1) + (v1 > t1) + (v2 > t1) + (v3 > t1);
+                // counts as conditional increments: masked adds (a bool converted to an integer is a
+                // mask load and an add)
+                cnt_t<E> zz = z[w];
+                zz = v0 == E(0) ? zz + 1 : zz, zz = v1 == E(0) ? zz + 1 : zz;
+                zz = v2 == E(0) ? zz + 1 : zz, zz = v3 == E(0) ? zz + 1 : zz;
+                z[w] = zz;
+                if constexpr (Thr > 0) {
+                    cnt_t<E> a = c0[w];
+                    a = v0 > t0 ? a + 1 : a, a = v1 > t0 ? a + 1 : a, a = v2 > t0 ? a + 1 : a, a = v3 > t0 ? a + 1 : a;
+                    c0[w] = a;
+                }
+                if constexpr (Thr > 1) {
+                    cnt_t<E> a = c1[w];
+                    a = v0 > t1 ? a + 1 : a, a = v1 > t1 ? a + 1 : a, a = v2 > t1 ? a + 1 : a, a = v3 > t1 ? a + 1 : a;
+                    c1[w] = a;
+                }
             }
         }
         for (; r < r1; ++r) {
