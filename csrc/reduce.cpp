@@ -48,17 +48,22 @@ constexpr i64 kBoxBytes = 32 << 10;  // input bytes per box: it stays in L1 for 
 struct ChannelAcc {
     i64 c0 = 0, c = 0;
     int num_thr = 0;
-    std::vector<double> count, ref, rel, m2, min, max;  // count: float64 while accumulating; mean = ref + rel
-    std::vector<i64> zeros, nan, inf, above;        // above: [T, c]
-    std::vector<i64> table;                         // the fused histogram's counts (Pow2Counter table)
+    // count: float64 while accumulating; mean = ref + rel. Arrays of c channels in two allocations
+    // (ten per group and call were a measurable part of a call on a small input).
+    double *count = nullptr, *ref = nullptr, *rel = nullptr, *m2 = nullptr, *min = nullptr, *max = nullptr;
+    i64 *zeros = nullptr, *nan = nullptr, *inf = nullptr, *above = nullptr;  // above: [T, c]
+    std::vector<double> reals;
+    std::vector<i64> ints;
+    std::vector<i64> table;  // the fused histogram's counts (Pow2Counter table)
 
     void init(i64 first, i64 channels, int thresholds) {
         c0 = first, c = channels, num_thr = thresholds;
-        count.assign(c, 0.0), ref.assign(c, 0.0), rel.assign(c, 0.0), m2.assign(c, 0.0);
-        min.assign(c, std::numeric_limits<double>::infinity());
-        max.assign(c, -std::numeric_limits<double>::infinity());
-        zeros.assign(c, 0), nan.assign(c, 0), inf.assign(c, 0);
-        above.assign(static_cast<std::size_t>(c) * num_thr, 0);
+        reals.assign(static_cast<std::size_t>(6 * c), 0.0);
+        ints.assign(static_cast<std::size_t>((3 + num_thr) * c), 0);
+        count = reals.data(), ref = count + c, rel = ref + c, m2 = rel + c, min = m2 + c, max = min + c;
+        std::fill_n(min, c, std::numeric_limits<double>::infinity());
+        std::fill_n(max, c, -std::numeric_limits<double>::infinity());
+        zeros = ints.data(), nan = zeros + c, inf = nan + c, above = inf + c;
     }
 
     bool holds(i64 ch) const { return ch >= c0 && ch < c0 + c; }
@@ -77,7 +82,7 @@ struct ChannelAcc {
     void add_tile(i64 ch, const TileScratch<E>& ts, i64 rows, i64 width) {
         const i64 i = ch - c0;
         merge_tile(ts, static_cast<double>(rows), width, num_thr, &count[i], &ref[i], &rel[i], &m2[i], &min[i], &max[i],
-                   &zeros[i], above.data() + i, c);
+                   &zeros[i], above + i, c);
     }
 };
 
@@ -93,9 +98,8 @@ LS_CLONES void divide(double* out, const double* sum, double d, i64 n) {
 LS_CLONES void merge_group(const ChannelAcc& g, i64 c0, i64 c1, double* n_, double* ref_, double* rel_,
                            double* m2_, double* mn, double* mx, i64* z, i64* na, i64* in) {
     const i64 k = g.c0;
-    const double *gc = g.count.data(), *gref = g.ref.data(), *grel = g.rel.data(), *gm2 = g.m2.data();
-    const double *gmin = g.min.data(), *gmax = g.max.data();
-    const i64 *gz = g.zeros.data(), *gnan = g.nan.data(), *ginf = g.inf.data();
+    const double *gc = g.count, *gref = g.ref, *grel = g.rel, *gm2 = g.m2, *gmin = g.min, *gmax = g.max;
+    const i64 *gz = g.zeros, *gnan = g.nan, *ginf = g.inf;
 #pragma omp simd
     for (i64 ch = c0; ch < c1; ++ch) {
         const i64 i = ch - k;
@@ -469,10 +473,14 @@ private:
             return;
         }
         for (i64 w = 0; w < width; ++w) {
-            const Partial& m = ts.masked[w];
-            sc.unit_sum[unit_at + w] += finite ? (ts.shift[w] + ts.rel[w]) * static_cast<double>(rows)
-                                               : (m.ref + m.rel) * static_cast<double>(m.n);
-            sc.unit_cnt[unit_at + w] += finite ? rows : m.n;
+            if (finite) {
+                sc.unit_sum[unit_at + w] += (ts.shift[w] + ts.rel[w]) * static_cast<double>(rows);
+                sc.unit_cnt[unit_at + w] += rows;
+            } else {
+                const Partial& m = ts.masked[w];
+                sc.unit_sum[unit_at + w] += (m.ref + m.rel) * static_cast<double>(m.n);
+                sc.unit_cnt[unit_at + w] += m.n;
+            }
         }
     }
 
@@ -494,7 +502,8 @@ private:
     // enough merges to pay for a parallel region.
     void finish(const std::vector<ChannelAcc>& acc, const ReduceOut& out) {
         const i64 C = x_.c, N = x_.n, T = num_thr_;
-        std::vector<double> cnt(C, 0.0), ref(C, 0.0), rel(C, 0.0);
+        std::vector<double> state(static_cast<std::size_t>(3 * C), 0.0);  // count, ref, rel per channel
+        double *cnt = state.data(), *ref = cnt + C, *rel = ref + C;
         constexpr i64 kFinishBlock = 256;  // channels per parallel task
         const i64 blocks = ceil_div(C, kFinishBlock);
 #pragma omp parallel for num_threads(threads_) schedule(static) if (C * groups_ >= 32768)
@@ -508,10 +517,10 @@ private:
             for (i64 t = 0; t < T; ++t) std::fill(out.above + t * C + lo, out.above + t * C + hi, 0);
             for (const ChannelAcc& g : acc) {
                 const i64 c0 = std::max(lo, g.c0), c1 = std::min(hi, g.c0 + g.c);
-                merge_group(g, c0, c1, cnt.data(), ref.data(), rel.data(), out.m2, out.min, out.max, out.zeros,
+                merge_group(g, c0, c1, cnt, ref, rel, out.m2, out.min, out.max, out.zeros,
                             out.nan, out.inf);
                 for (i64 t = 0; t < T; ++t) {
-                    const i64* ga = g.above.data() + t * g.c;
+                    const i64* ga = g.above + t * g.c;
                     i64* oa = out.above + t * C;
                     for (i64 ch = c0; ch < c1; ++ch) oa[ch] += ga[ch - g.c0];
                 }

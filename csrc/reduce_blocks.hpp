@@ -510,12 +510,12 @@ struct TileScratch {
     std::vector<cnt_t<E>> zeros, above;  // above: [T, width]
     std::vector<double> sum, shift, sd, sq, rel, m2;  // block mean = shift + rel
     std::vector<double> group_sum;  // [groups, width]: Σx of each group of rows (tile_sum's order)
-    std::vector<Partial> masked;    // per channel, for tiles with NaN/Inf
+    std::vector<Partial> masked;    // per channel, for tiles with NaN/Inf (allocated by tile_masked)
     std::vector<i64> masked_above;  // [width, T]
     TileScratch(i64 width, int num_thr)
         : part(width), part_d(width), part_q(width), eshift(width), lo(width), hi(width), zeros(width),
           above(static_cast<std::size_t>(width) * num_thr), sum(width), shift(width), sd(width), sq(width),
-          rel(width), m2(width), masked(width), masked_above(static_cast<std::size_t>(width) * num_thr) {}
+          rel(width), m2(width) {}
 };
 
 // Whether every value is finite: x − x is 0 for finite x and NaN for ±Inf and NaN (vectorised).
@@ -820,7 +820,8 @@ LS_CLONES void merge_tile(const TileScratch<double>& ts, double nb, i64 width, i
 
 template <class E>
 void tile_masked(const E* x, i64 rows, i64 ld, i64 width, const E* thr, int num_thr, TileScratch<E>& ts) {
-    std::fill(ts.masked_above.begin(), ts.masked_above.end(), 0);
+    if (static_cast<i64>(ts.masked.size()) < width) ts.masked.resize(width);
+    ts.masked_above.assign(static_cast<std::size_t>(width) * num_thr, 0);
     for (i64 w = 0; w < width; ++w) {
         ts.masked[w] = Partial{};
         run_masked(x + w, rows, ld, thr, num_thr, ts.masked[w], ts.masked_above.data() + w * num_thr);
