@@ -105,7 +105,7 @@ LS_CLONES void merge_group(const ChannelAcc& g, i64 c0, i64 c1, double* n_, doub
         const i64 i = ch - k;
         const double n = n_[ch], nb = gc[i], total = n + nb, w_b = nb / total;
         const double delta = (gref[i] - ref_[ch]) + (grel[i] - rel_[ch]);
-        const double rel_m = rel_[ch] + delta * w_b, m2_m = m2_[ch] + gm2[i] + delta * delta * n * w_b;
+        const double rel_m = rel_[ch] + delta * w_b, m2_m = m2_[ch] + (gm2[i] + delta * delta * n * w_b);
         const bool skip = nb == 0, first = n == 0;
         ref_[ch] = skip || !first ? ref_[ch] : gref[i];
         rel_[ch] = skip ? rel_[ch] : first ? grel[i] : rel_m;
