@@ -374,9 +374,9 @@ LS_INLINE double short_pass1(i64 rows, i64 full, i64 tail, const i16v& mask, con
                 b += v;
                 lo = v < lo ? v : lo;
                 hi = v > hi ? v : hi;
-                z -= v == 0.0f;
-                if constexpr (Thr > 0) c0 -= v > t0;
-                if constexpr (Thr > 1) c1 -= v > t1;
+                z = v == 0.0f ? z + 1 : z;  // a masked add (the mask as −1 added in a register is two)
+                if constexpr (Thr > 0) c0 = v > t0 ? c0 + 1 : c0;
+                if constexpr (Thr > 1) c1 = v > t1 ? c1 + 1 : c1;
             }
             sum += vector_tree(b);
         }
@@ -510,12 +510,12 @@ struct TileScratch {
     std::vector<cnt_t<E>> zeros, above;  // above: [T, width]
     std::vector<double> sum, shift, sd, sq, rel, m2;  // block mean = shift + rel
     std::vector<double> group_sum;  // [groups, width]: Σx of each group of rows (tile_sum's order)
-    std::vector<Partial> masked;    // per channel, for tiles with NaN/Inf
+    std::vector<Partial> masked;    // per channel, for tiles with NaN/Inf (allocated by tile_masked)
     std::vector<i64> masked_above;  // [width, T]
     TileScratch(i64 width, int num_thr)
         : part(width), part_d(width), part_q(width), eshift(width), lo(width), hi(width), zeros(width),
           above(static_cast<std::size_t>(width) * num_thr), sum(width), shift(width), sd(width), sq(width),
-          rel(width), m2(width), masked(width), masked_above(static_cast<std::size_t>(width) * num_thr) {}
+          rel(width), m2(width) {}
 };
 
 // Whether every value is finite: x − x is 0 for finite x and NaN for ±Inf and NaN (vectorised).
@@ -535,8 +535,10 @@ LS_INLINE void flush_channels(E* part, double* total, i64 width) {
 }
 
 // Σx (float64, for the shift), min, max, zeros and the counts above the first Thr thresholds per
-// channel, in chunks of kFlush rows (each chunk's Σx added into float64). Four rows per sweep: the
-// per-channel accumulators are loaded and stored once per four values.
+// channel, in chunks of kFlush rows (each chunk's Σx added into float64). A whole chunk is one sweep
+// over the channels, the chunk's accumulators in registers (loaded and stored once per kFlush values
+// of a channel; sweeps of four rows, as a short chunk still takes, stored six vectors per four rows
+// and were bound by the stores); the additions are the same either way.
 template <class E, int Thr>
 LS_INLINE void tile_pass1(const E* x, i64 rows, i64 ld, i64 width, const E* thr, TileScratch<E>& ts) {
     E *s = ts.part.data(), *lo = ts.lo.data(), *hi = ts.hi.data();
@@ -546,6 +548,40 @@ LS_INLINE void tile_pass1(const E* x, i64 rows, i64 ld, i64 width, const E* thr,
     const E t0 = Thr > 0 ? thr[0] : E(0), t1 = Thr > 1 ? thr[1] : E(0);
     for (i64 r0 = 0; r0 < rows; r0 += kFlush) {
         const i64 r1 = std::min(rows, r0 + kFlush);
+        if (r1 - r0 == kFlush) {  // a whole chunk per sweep (see kFlush above tile_pass1)
+            const E* p = x + r0 * ld;
+            double* total = ts.sum.data();
+#pragma omp simd
+            for (i64 w = 0; w < width; ++w) {
+                E sc = E(0), l = lo[w], h = hi[w];
+                cnt_t<E> zz = z[w], a0 = c0[w], a1 = c1[w];
+#pragma GCC unroll 4
+                for (int q = 0; q < kFlush; q += 4) {
+                    const E* pq = p + q * ld;
+                    const E v0 = pq[w], v1 = pq[ld + w], v2 = pq[2 * ld + w], v3 = pq[3 * ld + w];
+                    sc += (v0 + v1) + (v2 + v3);
+                    const E m01 = v0 < v1 ? v0 : v1, m23 = v2 < v3 ? v2 : v3, m = m01 < m23 ? m01 : m23;
+                    const E n01 = v0 > v1 ? v0 : v1, n23 = v2 > v3 ? v2 : v3, n = n01 > n23 ? n01 : n23;
+                    l = m < l ? m : l;
+                    h = n > h ? n : h;
+                    zz = v0 == E(0) ? zz + 1 : zz, zz = v1 == E(0) ? zz + 1 : zz;
+                    zz = v2 == E(0) ? zz + 1 : zz, zz = v3 == E(0) ? zz + 1 : zz;
+                    if constexpr (Thr > 0) {
+                        a0 = v0 > t0 ? a0 + 1 : a0, a0 = v1 > t0 ? a0 + 1 : a0;
+                        a0 = v2 > t0 ? a0 + 1 : a0, a0 = v3 > t0 ? a0 + 1 : a0;
+                    }
+                    if constexpr (Thr > 1) {
+                        a1 = v0 > t1 ? a1 + 1 : a1, a1 = v1 > t1 ? a1 + 1 : a1;
+                        a1 = v2 > t1 ? a1 + 1 : a1, a1 = v3 > t1 ? a1 + 1 : a1;
+                    }
+                }
+                lo[w] = l, hi[w] = h, z[w] = zz;
+                if constexpr (Thr > 0) c0[w] = a0;
+                if constexpr (Thr > 1) c1[w] = a1;
+                total[w] += static_cast<double>(sc);  // the flush (the chunk's partial started at 0)
+            }
+            continue;
+        }
         i64 r = r0;
         for (; r + 4 <= r1; r += 4) {
             const E *p0 = x + r * ld, *p1 = p0 + ld, *p2 = p1 + ld, *p3 = p2 + ld;
@@ -557,9 +593,22 @@ LS_INLINE void tile_pass1(const E* x, i64 rows, i64 ld, i64 width, const E* thr,
                 const E n01 = v0 > v1 ? v0 : v1, n23 = v2 > v3 ? v2 : v3, n = n01 > n23 ? n01 : n23;
                 lo[w] = m < lo[w] ? m : lo[w];
                 hi[w] = n > hi[w] ? n : hi[w];
-                z[w] += (v0 == E(0)) + (v1 == E(0)) + (v2 == E(0)) + (v3 == E(0));
-                if constexpr (Thr > 0) c0[w] += (v0 > t0) + (v1 > t0) + (v2 > t0) + (v3 > t0);
-                if constexpr (Thr > 1) c1[w] += (v0 > t1) + (v1 > t1) + (v2 > t1) + (v3 > t1);
+                // counts as conditional increments: masked adds (a bool converted to an integer is a
+                // mask load and an add)
+                cnt_t<E> zz = z[w];
+                zz = v0 == E(0) ? zz + 1 : zz, zz = v1 == E(0) ? zz + 1 : zz;
+                zz = v2 == E(0) ? zz + 1 : zz, zz = v3 == E(0) ? zz + 1 : zz;
+                z[w] = zz;
+                if constexpr (Thr > 0) {
+                    cnt_t<E> a = c0[w];
+                    a = v0 > t0 ? a + 1 : a, a = v1 > t0 ? a + 1 : a, a = v2 > t0 ? a + 1 : a, a = v3 > t0 ? a + 1 : a;
+                    c0[w] = a;
+                }
+                if constexpr (Thr > 1) {
+                    cnt_t<E> a = c1[w];
+                    a = v0 > t1 ? a + 1 : a, a = v1 > t1 ? a + 1 : a, a = v2 > t1 ? a + 1 : a, a = v3 > t1 ? a + 1 : a;
+                    c1[w] = a;
+                }
             }
         }
         for (; r < r1; ++r) {
@@ -599,6 +648,27 @@ LS_INLINE void tile_pass2(const E* x, i64 rows, i64 ld, i64 width, TileScratch<E
     const E* shift = ts.eshift.data();
     for (i64 r0 = 0; r0 < rows; r0 += kFlush) {
         const i64 r1 = std::min(rows, r0 + kFlush);
+        if (r1 - r0 == kFlush) {  // a whole chunk per sweep, its partials in registers from 0
+            const E* p = x + r0 * ld;
+            double *tsd = ts.sd.data(), *tsq = ts.sq.data();
+#pragma omp simd
+            for (i64 w = 0; w < width; ++w) {
+                const E sh = shift[w];
+                E a = E(0), q2 = E(0), sx = E(0);
+#pragma GCC unroll 4
+                for (int q = 0; q < kFlush; q += 4) {
+                    const E* pq = p + q * ld;
+                    const E v0 = pq[w], v1 = pq[ld + w], v2 = pq[2 * ld + w], v3 = pq[3 * ld + w];
+                    const E d0 = v0 - sh, d1 = v1 - sh, d2 = v2 - sh, d3 = v3 - sh;
+                    a += (d0 + d1) + (d2 + d3);
+                    q2 += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+                    sx += (v0 + v1) + (v2 + v3);
+                }
+                tsd[w] += static_cast<double>(a), tsq[w] += static_cast<double>(q2);
+                sum[w] += static_cast<double>(sx);
+            }
+            continue;
+        }
         i64 r = r0;
         for (; r + 4 <= r1; r += 4) {
             const E *p0 = x + r * ld, *p1 = p0 + ld, *p2 = p1 + ld, *p3 = p2 + ld;
@@ -750,7 +820,8 @@ LS_CLONES void merge_tile(const TileScratch<double>& ts, double nb, i64 width, i
 
 template <class E>
 void tile_masked(const E* x, i64 rows, i64 ld, i64 width, const E* thr, int num_thr, TileScratch<E>& ts) {
-    std::fill(ts.masked_above.begin(), ts.masked_above.end(), 0);
+    if (static_cast<i64>(ts.masked.size()) < width) ts.masked.resize(width);
+    ts.masked_above.assign(static_cast<std::size_t>(width) * num_thr, 0);
     for (i64 w = 0; w < width; ++w) {
         ts.masked[w] = Partial{};
         run_masked(x + w, rows, ld, thr, num_thr, ts.masked[w], ts.masked_above.data() + w * num_thr);

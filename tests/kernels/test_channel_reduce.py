@@ -207,7 +207,7 @@ def test_zero_copy_and_gradients_untouched():
 @pytest.mark.parametrize(
     "channels_last,s,c",
     [(False, 100, 6), (False, 5000, 2), (False, 9000, 1), (True, 30, 64), (True, 700, 64), (True, 3, 300),
-     (True, 1, 300)],
+     (True, 1, 300), (True, 48, 300)],  # 48: whole chunks of 16 rows per sweep (tile_pass1/2), 300: two tiles
 )
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
