@@ -63,8 +63,10 @@ def cell_edges(length: int, cells: int) -> list[int]:
 
 def cell_index(length: int, cells: int) -> torch.Tensor:
     """The cell of each of ``length`` positions (int64 ``[length]``)."""
-    sizes = [b - a for a, b in pairwise(cell_edges(length, cells))]
-    return torch.repeat_interleave(torch.arange(cells), torch.tensor(sizes))
+    # built as a list: a few dozen positions, where torch.repeat_interleave cost more than the first
+    # batch's every other setup step (it is called when a layer's plans are made)
+    edges = cell_edges(length, cells)
+    return torch.tensor([i for i, (a, b) in enumerate(pairwise(edges)) for _ in range(b - a)], dtype=torch.int64)
 
 
 def grid_shape(spatial_shape: tuple[int, ...], grid: int) -> tuple[int, ...]:
