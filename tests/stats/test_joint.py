@@ -161,3 +161,19 @@ def test_joint_path_matches_scipy_and_numpy():
     spatial = probe._layers["conv"].accumulators["spatial"]
     cells = (act ** 2).reshape(32, 16, 8, 16).sum(axis=(0, 3))
     np.testing.assert_allclose(spatial.energy_sum.numpy(), cells, rtol=1e-12)
+
+
+def test_joint_update_does_not_depend_on_the_thread_count():
+    model = Seq(torch.float32)
+    batches = _batches(torch.float32)
+    threads = torch.get_num_threads()
+    states = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            probe, calls = _run(model, batches, True)
+            assert any(calls)
+            states.append(probe.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    _assert_same(*states)

@@ -173,6 +173,13 @@ class SpatialDensity:
         if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
             data = data.float()
         if all_finite_native(reduced) if self._native else reduced.all_finite():
+            if (self.energy_sum is None and self._native and data.device.type == "cpu"
+                    and data.dtype in (torch.float32, torch.float64) and native_available()):
+                # the first batch: a zero state, so that it takes the native call as well (no torch
+                # kernels to set up, and the same float64 sums as every later batch)
+                cells = (view.num_channels, *self.cells)
+                self.energy_sum = torch.zeros(cells, dtype=torch.float64)
+                self.nonfinite = torch.zeros(cells, dtype=torch.int64)
             key = (tuple(data.shape), data.dtype, data.device, view.channels_last)
             if self._plan[0] != key:
                 self._plan = (key, self._plan_for(view, data))
