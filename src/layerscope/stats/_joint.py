@@ -28,6 +28,9 @@ from typing import Any
 import torch
 
 from ..kernels import _native_accumulate as _native
+from .covariance import ChannelCovariance
+from .spatial import SpatialDensity
+from .spectrum import ChannelSpectrum
 
 _WORDS = 36  # the plan array's length: see csrc/joint.cpp
 _WELCH, _FOLD, _CELLS, _COV = 1, 2, 4, 8
@@ -99,10 +102,6 @@ def plan_joint(accumulators: dict[str, Any], view: Any) -> JointUpdate | None:
     """The joint update of ``accumulators``' spectrum, spatial and covariance for batches like
     ``view.data``, from the plans they made on that batch; None unless at least two of them hold a native
     plan for it (and the extension has the joint entry)."""
-    from .covariance import ChannelCovariance
-    from .spatial import SpatialDensity
-    from .spectrum import ChannelSpectrum
-
     data = view.data
     key = (data.shape, data.stride(), data.dtype, view.channels_last)
     sp, sa, cv = (accumulators.get(k) for k in ("spectrum", "spatial", "covariance"))

@@ -153,7 +153,7 @@ class SpatialDensity:
         if (tuple(view.spatial_shape) != self.spatial_shape or data.device.type != "cpu"
                 or data.dtype not in (torch.float32, torch.float64)):
             return None
-        cell = self._cell_of_position().to(torch.int32)
+        cell = self._native_cells()
         target = self.energy_sum.view(self.energy_sum.shape[0], -1)  # (C, cells): a view of the contiguous state
         step = sample_step(data.shape[0], self.max_samples)
         plan = cell_energy_plan(data, step, view.channels_last, cell, target)
@@ -214,7 +214,7 @@ class SpatialDensity:
         cell = None
         if (target is not None and self._native and data.device.type == "cpu"
                 and data.dtype in (torch.float32, torch.float64) and native_available()):
-            cell = self._cell_of_position().to(torch.int32)
+            cell = self._native_cells()
             target = target.view(target.shape[0], -1)  # (C, cells): a view of the contiguous state
         if not all(n % g == 0 for n, g in zip(positions, cells, strict=True)):
             return (lambda sq: self._pool(self._sum_over_samples(view, sq))), target, cell
@@ -235,6 +235,16 @@ class SpatialDensity:
             return s.view(*cells, c).permute(order) if view.channels_last else s.view(c, *cells)
 
         return reduce, target, cell
+
+    def _native_cells(self) -> torch.Tensor:
+        """:meth:`_cell_of_position` as int32 for the native kernel, made once per spatial shape (the
+        first batch plans twice: for its own call and for the steady state)."""
+        shape = self.spatial_shape
+        cached = self.__dict__.get("_cells_int32")
+        if cached is None or cached[0] != shape:
+            cached = (shape, self._cell_of_position().to(torch.int32))
+            self._cells_int32 = cached
+        return cached[1]
 
     def _cell_of_position(self) -> torch.Tensor:
         """The flat cell index of each flattened position (int64 ``[S]``; leading spatial dims included)."""
