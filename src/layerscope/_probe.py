@@ -13,6 +13,7 @@ layer), lets the accumulators read the view, and returns: no reference to the ac
 from __future__ import annotations
 
 import fnmatch
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,7 +184,8 @@ class Probe:
         with torch.no_grad():
             reduced = channel_reduce(view, layer.thresholds, self.backend, histogram_grid=_fused_grid(layer))
             joint = layer.joint  # (planned for the accumulators the layer held then: checked)
-            accumulators = layer.others if (joint is not None and layer.joined == tuple(layer.accumulators.values())
+            accumulators = layer.others if (joint is not None and len(layer.joined) == len(layer.accumulators)
+                                            and all(map(operator.is_, layer.joined, layer.accumulators.values()))
                                             and joint.run(view, reduced)) else None
             if torch.is_inference_mode_enabled():
                 # state made under inference_mode would be inference tensors, which a later batch run
