@@ -52,6 +52,7 @@ class _Layer:
     # the joint native update of the spectrum, spatial and covariance accumulators (stats/_joint.py) for
     # one batch shape, the accumulators it leaves to their own update, the layer's accumulators when it was
     # planned, and the key it was last planned for
+    joinable: bool = False  # at least two of spectrum, spatial, covariance: a joint update may be planned
     joint: Any = None
     others: tuple[Any, ...] = ()
     joined: tuple[Any, ...] = ()
@@ -196,7 +197,7 @@ class Probe:
             else:
                 for acc in accumulators if accumulators is not None else layer.accumulators.values():
                     acc.update(view, reduced)
-            if accumulators is None:
+            if accumulators is None and layer.joinable:
                 self._plan_joint(layer, view)
         if tensor.requires_grad and layer.grad_accumulators:
             # Gradient statistics (e.g. Taylor impact a·∂L/∂a) need this batch's activation when its
@@ -243,7 +244,8 @@ class Probe:
             accumulators[stat] = _stats.ACCUMULATORS.get(stat)(**options)
         backend, _ = select_backend(tensor.device, tensor.dtype, self.backend)
         layer = _Layer(name, type(module).__name__, layout, thresholds, bounds, accumulators,
-                       backend=backend.name, order=len(self._layers))
+                       backend=backend.name, order=len(self._layers),
+                       joinable=len({"spectrum", "spatial", "covariance"} & set(accumulators)) >= 2)
         self._layers[name] = layer
         return layer
 
