@@ -16,8 +16,11 @@ interleaved repeats (drift hits every variant alike) and ratios to the moments-o
 
 then the cost of one update of each accumulator per layer-batch with the number of torch kernels it
 dispatches (on this small model the per-kernel overhead, not the arithmetic, sets the floor; a native
-call counts no kernel), the FLOPs of the covariance GEMMs, the Welch sums of one layer-batch by the
-native call, by the torch kernels and ``torch.fft.rfft`` alone, and the peak RSS
+call counts no kernel), with the probe's joint update of spectrum + spatial + covariance (one native
+call per layer-batch, stats/_joint.py; the accumulators' own updates then run only on the batches it
+declines) and without it (each accumulator's own path), the FLOPs of the covariance GEMMs, the Welch
+sums of one layer-batch by the native call, by the torch kernels and ``torch.fft.rfft`` alone, and the
+peak RSS
 after 10 and after 100 batches of the full pass (memory must stay flat). Not a test: numbers, not
 assertions.
 """
@@ -35,9 +38,11 @@ import psutil
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import layerscope._probe as probe_module
 from layerscope._probe import Probe
 from layerscope.kernels._native_accumulate import welch_parts_native
 from layerscope.stats import ACCUMULATORS
+from layerscope.stats._joint import JointUpdate
 from layerscope.stats._periodogram import hann_window, welch_power_parts
 from layerscope.stats._sampling import DEFAULT_SAMPLES
 from layerscope.zoo.sequence import LENGTH, make_signals, sequence_data, trained_sequence_cnn
@@ -126,10 +131,25 @@ def kernels_per_update(model, batch) -> dict[tuple[str, tuple[int, ...]], int]:
     return counts
 
 
-def update_costs(model, batches) -> dict[tuple[str, tuple[int, ...]], float]:
-    """Median µs of one ``update`` per accumulator and activation shape (the full pass, timed per call)."""
+def update_costs(model, batches, joint: bool = True) -> dict[tuple[str, tuple[int, ...]], tuple[float, int]]:
+    """Median µs of one ``update`` per accumulator and activation shape (the full pass, timed per call), and
+    the number of calls per pass; with ``joint``, also of the joint native update of spectrum + spatial +
+    covariance (stats/_joint.py) when it ran — the accumulators' own updates then only see the batches it
+    declined (the first ones of each layer); ``joint=False`` plans none (each accumulator's own path)."""
     spent: dict[tuple[str, tuple[int, ...]], list[float]] = defaultdict(list)
     originals = {}
+    run, plan = JointUpdate.run, probe_module.plan_joint
+
+    def timed_run(self, view, reduced):
+        start = time.perf_counter()
+        done = run(self, view, reduced)
+        if done:
+            spent[("joint s+s+c", tuple(view.data.shape))].append(time.perf_counter() - start)
+        return done
+
+    JointUpdate.run = timed_run
+    if not joint:
+        probe_module.plan_joint = lambda accumulators, view: None
     for stat in FULL[1:]:
         cls = ACCUMULATORS.get(stat)
         originals[stat] = cls.update
@@ -147,7 +167,8 @@ def update_costs(model, batches) -> dict[tuple[str, tuple[int, ...]], float]:
     finally:
         for stat, f in originals.items():
             ACCUMULATORS.get(stat).update = f
-    return {k: statistics.median(v) * 1e6 for k, v in spent.items()}
+        JointUpdate.run, probe_module.plan_joint = run, plan
+    return {k: (statistics.median(v) * 1e6, len(v)) for k, v in spent.items()}
 
 
 def _best_us(f, calls: int = 100, rounds: int = 7) -> tuple[float, float]:
@@ -220,10 +241,13 @@ def main() -> None:
         med = statistics.median(ts)
         print(f"  {name:34s} median {med * 1e3:8.2f} ms  min {min(ts) * 1e3:8.2f} ms  "
               f"ratio to moments {med / base:5.3f}")
-    print("one update per layer-batch (µs, median over the full pass; torch kernels it dispatches):")
     kernels = kernels_per_update(model, batches[0])
-    for (stat, shape), us in sorted(update_costs(model, batches).items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"  {stat:12s} {shape!s:16s} {us:8.1f}   {kernels.get((stat, shape), 0):3d} kernels")
+    for joint in (True, False):
+        print("one update per layer-batch (µs, median over the full pass; calls per pass; torch kernels it "
+              f"dispatches), {'with' if joint else 'without'} the joint update of spectrum + spatial + covariance:")
+        costs = update_costs(model, batches, joint)
+        for (stat, shape), (us, calls) in sorted(costs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            print(f"  {stat:12s} {shape!s:16s} {us:8.1f}  {calls:4d} calls  {kernels.get((stat, shape), 0):3d} kernels")
     per_batch = base / len(batches)
     layers = ((16,),) * 4 + ((32,),) * 2 + ((8,),)  # channels of the 7 layers; 128 positions but the head's 1
     rows = [(args.batch_size, LENGTH)] * 6 + [(args.batch_size, 1)]

@@ -321,18 +321,29 @@ LS_INLINE void sample_to_lanes(const T* s, i64 sc, i64 st, i64 t, const T** star
 }
 
 template <class T>
+void grow(std::vector<T>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+}
+
+template <class T>
 LS_INLINE void welch_parts(const T* x, i64 n, i64 c, i64 t, i64 sn, i64 sc, i64 st, i64 L, const T* window,
                            double* out) {
     const i64 hop = L - L / 2, k_seg = (t - L) / hop + 1, bins = L / 2 + 1;
     const Tables<T>& tab = tables_for<T>(L);
-    std::vector<T> raw(static_cast<std::size_t>(L) * BLOCK), re(static_cast<std::size_t>(L / 2) * BLOCK),
-        im(re.size()), acc(static_cast<std::size_t>(2 * bins) * BLOCK, T(0));
+    // work space, kept per thread between calls (a call per layer and batch: no allocation and no
+    // clearing but the accumulators'); raw, re, im and tr are written before they are read
+    thread_local std::vector<T> raw, re, im, acc, tr;
+    grow(raw, static_cast<std::size_t>(L) * BLOCK);
+    grow(re, static_cast<std::size_t>(L / 2) * BLOCK);
+    grow(im, static_cast<std::size_t>(L / 2) * BLOCK);
+    grow(acc, static_cast<std::size_t>(2 * bins) * BLOCK);
+    for (i64 j = 0; j < 2 * bins * BLOCK; ++j) acc[j] = T(0);
     const T* starts[BLOCK];
     if (c >= BLOCK) {
         // lanes are BLOCK neighbouring channels at one (sample, segment): every lane busy. Channels last,
         // the segment's rows are read in place (row stride st); channels first, each sample's block of
         // channels is transposed once into tr[T][BLOCK] and its segments are row offsets in it.
-        std::vector<T> tr(sc == 1 ? 0 : static_cast<std::size_t>(t) * BLOCK);
+        if (sc != 1) grow(tr, static_cast<std::size_t>(t) * BLOCK);
         for (i64 c0 = 0; c0 < c; c0 += BLOCK) {
             const int lanes = static_cast<int>(c - c0 < BLOCK ? c - c0 : BLOCK);
             const i64 first = c0 + lanes - BLOCK;  // the last block overlaps the previous one: full lanes
@@ -349,7 +360,7 @@ LS_INLINE void welch_parts(const T* x, i64 n, i64 c, i64 t, i64 sn, i64 sc, i64 
             }
             // lanes BLOCK − lanes … BLOCK − 1 are channels c0 … c0 + lanes − 1 (the others were counted)
             flush_lanes<T>(acc.data() + (BLOCK - lanes), bins, lanes, out + c0 * bins * 2);
-            for (std::size_t j = 0; j < acc.size(); ++j) acc[j] = T(0);
+            for (i64 j = 0; j < 2 * bins * BLOCK; ++j) acc[j] = T(0);
         }
         return;
     }

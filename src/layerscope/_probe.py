@@ -13,6 +13,7 @@ layer), lets the accumulators read the view, and returns: no reference to the ac
 from __future__ import annotations
 
 import fnmatch
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from .capture import Layout, infer_layout, iter_float_tensors, make_view, select
 from .capture.bounds import output_bounds, saturation_thresholds
 from .kernels import channel_reduce, select_backend
 from .report.result import LayerResult, ProbeResult
+from .stats._joint import plan_joint
 
 DEFAULT_STATS = ("moments", "coverage", "histogram")
 
@@ -47,6 +49,14 @@ class _Layer:
     backend: str = ""
     order: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # the joint native update of the spectrum, spatial and covariance accumulators (stats/_joint.py) for
+    # one batch shape, the accumulators it leaves to their own update, the layer's accumulators when it was
+    # planned, and the key it was last planned for
+    joinable: bool = False  # at least two of spectrum, spatial, covariance: a joint update may be planned
+    joint: Any = None
+    others: tuple[Any, ...] = ()
+    joined: tuple[Any, ...] = ()
+    joint_tried: Any = ()
 
     @property
     def grad_accumulators(self) -> list[Any]:
@@ -174,15 +184,21 @@ class Probe:
         view = make_view(tensor.detach(), layer.layout)
         with torch.no_grad():
             reduced = channel_reduce(view, layer.thresholds, self.backend, histogram_grid=_fused_grid(layer))
+            joint = layer.joint  # (planned for the accumulators the layer held then: checked)
+            accumulators = layer.others if (joint is not None and len(layer.joined) == len(layer.accumulators)
+                                            and all(map(operator.is_, layer.joined, layer.accumulators.values()))
+                                            and joint.run(view, reduced)) else None
             if torch.is_inference_mode_enabled():
                 # state made under inference_mode would be inference tensors, which a later batch run
                 # outside it (a training step, a no_grad pass) could not update in place
                 with torch.inference_mode(False):
-                    for acc in layer.accumulators.values():
+                    for acc in accumulators if accumulators is not None else layer.accumulators.values():
                         acc.update(view, reduced)
             else:
-                for acc in layer.accumulators.values():
+                for acc in accumulators if accumulators is not None else layer.accumulators.values():
                     acc.update(view, reduced)
+            if accumulators is None and layer.joinable:
+                self._plan_joint(layer, view)
         if tensor.requires_grad and layer.grad_accumulators:
             # Gradient statistics (e.g. Taylor impact a·∂L/∂a) need this batch's activation when its
             # gradient arrives; the tensor hook holds it only until then (one batch, one backward).
@@ -191,6 +207,19 @@ class Probe:
         layer.samples += view.num_samples
         layer.shape = tuple(tensor.shape[1:])
         self._last_layout[tuple(tensor.shape)] = layer.layout
+
+    @staticmethod
+    def _plan_joint(layer: _Layer, view: Any) -> None:
+        """After a batch that did not take the layer's joint update: plan it again for this batch's shape
+        (once per shape while it cannot be built; see stats/_joint.py)."""
+        data = view.data
+        key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
+        if layer.joint is None and key == layer.joint_tried:
+            return
+        layer.joint_tried, layer.joint = key, plan_joint(layer.accumulators, view)
+        joined = () if layer.joint is None else (layer.joint.spectrum, layer.joint.spatial, layer.joint.covariance)
+        layer.joined = tuple(layer.accumulators.values())
+        layer.others = tuple(a for a in layer.joined if not any(a is j for j in joined))
 
     @staticmethod
     def _make_grad_hook(layer: _Layer, view: Any):
@@ -215,7 +244,8 @@ class Probe:
             accumulators[stat] = _stats.ACCUMULATORS.get(stat)(**options)
         backend, _ = select_backend(tensor.device, tensor.dtype, self.backend)
         layer = _Layer(name, type(module).__name__, layout, thresholds, bounds, accumulators,
-                       backend=backend.name, order=len(self._layers))
+                       backend=backend.name, order=len(self._layers),
+                       joinable=len({"spectrum", "spatial", "covariance"} & set(accumulators)) >= 2)
         self._layers[name] = layer
         return layer
 

@@ -63,8 +63,10 @@ def cell_edges(length: int, cells: int) -> list[int]:
 
 def cell_index(length: int, cells: int) -> torch.Tensor:
     """The cell of each of ``length`` positions (int64 ``[length]``)."""
-    sizes = [b - a for a, b in pairwise(cell_edges(length, cells))]
-    return torch.repeat_interleave(torch.arange(cells), torch.tensor(sizes))
+    # built as a list: a few dozen positions, where torch.repeat_interleave cost more than the first
+    # batch's every other setup step (it is called when a layer's plans are made)
+    edges = cell_edges(length, cells)
+    return torch.tensor([i for i, (a, b) in enumerate(pairwise(edges)) for _ in range(b - a)], dtype=torch.int64)
 
 
 def grid_shape(spatial_shape: tuple[int, ...], grid: int) -> tuple[int, ...]:
@@ -151,7 +153,7 @@ class SpatialDensity:
         if (tuple(view.spatial_shape) != self.spatial_shape or data.device.type != "cpu"
                 or data.dtype not in (torch.float32, torch.float64)):
             return None
-        cell = self._cell_of_position().to(torch.int32)
+        cell = self._native_cells()
         target = self.energy_sum.view(self.energy_sum.shape[0], -1)  # (C, cells): a view of the contiguous state
         step = sample_step(data.shape[0], self.max_samples)
         plan = cell_energy_plan(data, step, view.channels_last, cell, target)
@@ -171,6 +173,13 @@ class SpatialDensity:
         if data.dtype in (torch.float16, torch.bfloat16):  # x² of a half overflows past |x| ≈ 256
             data = data.float()
         if all_finite_native(reduced) if self._native else reduced.all_finite():
+            if (self.energy_sum is None and self._native and data.device.type == "cpu"
+                    and data.dtype in (torch.float32, torch.float64) and native_available()):
+                # the first batch: a zero state, so that it takes the native call as well (no torch
+                # kernels to set up, and the same float64 sums as every later batch)
+                cells = (view.num_channels, *self.cells)
+                self.energy_sum = torch.zeros(cells, dtype=torch.float64)
+                self.nonfinite = torch.zeros(cells, dtype=torch.int64)
             key = (tuple(data.shape), data.dtype, data.device, view.channels_last)
             if self._plan[0] != key:
                 self._plan = (key, self._plan_for(view, data))
@@ -205,7 +214,7 @@ class SpatialDensity:
         cell = None
         if (target is not None and self._native and data.device.type == "cpu"
                 and data.dtype in (torch.float32, torch.float64) and native_available()):
-            cell = self._cell_of_position().to(torch.int32)
+            cell = self._native_cells()
             target = target.view(target.shape[0], -1)  # (C, cells): a view of the contiguous state
         if not all(n % g == 0 for n, g in zip(positions, cells, strict=True)):
             return (lambda sq: self._pool(self._sum_over_samples(view, sq))), target, cell
@@ -226,6 +235,16 @@ class SpatialDensity:
             return s.view(*cells, c).permute(order) if view.channels_last else s.view(c, *cells)
 
         return reduce, target, cell
+
+    def _native_cells(self) -> torch.Tensor:
+        """:meth:`_cell_of_position` as int32 for the native kernel, made once per spatial shape (the
+        first batch plans twice: for its own call and for the steady state)."""
+        shape = self.spatial_shape
+        cached = self.__dict__.get("_cells_int32")
+        if cached is None or cached[0] != shape:
+            cached = (shape, self._cell_of_position().to(torch.int32))
+            self._cells_int32 = cached
+        return cached[1]
 
     def _cell_of_position(self) -> torch.Tensor:
         """The flat cell index of each flattened position (int64 ``[S]``; leading spatial dims included)."""
