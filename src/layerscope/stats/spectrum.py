@@ -53,7 +53,7 @@ dozen torch kernels; the torch code (:mod:`._periodogram`) is the reference, ser
 and is forced with the option ``backend="torch"``. From the second batch of a shape on, both calls run
 from a per-layer plan (their ctypes arguments fixed for that shape, strides and dtype; the samples used,
 ``x[::step]``, start where the batch does, so no view is made), and the batch's finiteness comes from
-one more native call on the reduction's NaN/Inf counts: no torch op per batch.
+the reduction's NaN/Inf counts (its NumPy arrays, or one native call): no torch op per batch.
 """
 
 from __future__ import annotations
