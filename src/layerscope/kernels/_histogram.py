@@ -75,10 +75,20 @@ def check_pow2_args(exponent: int, offset: int, bins: int) -> tuple[int, int, in
 
 
 def histogram_pow2_torch(x: torch.Tensor, exponent: int, offset: int, bins: int) -> torch.Tensor:
-    """Reference: ``floor(x · 2**−e)`` in float64 (exact for every floating dtype), then ``bincount``."""
-    v = x.reshape(-1).to(torch.float64)  # [M]
-    j = torch.floor(v * math.ldexp(1.0, -exponent))  # exact: power-of-two scaling; overflow → ±inf
-    j = torch.where((j == 0) & (v < 0), -1.0, j)  # a negative value whose quotient underflowed to −0
-    rel = j - float(offset)  # exact inside the window (|offset| + bins ≤ 2**53)
-    keep = (rel >= 0) & (rel < bins)  # NaN and ±Inf fail one of the two
-    return torch.bincount(rel[keep].to(torch.int64), minlength=bins)
+    """Reference: ``floor(x · 2**−e)`` (exact: a power-of-two scaling), then ``bincount`` of the slots.
+
+    In float32 when that is exact — as the native kernel does: the scale ``2**−e`` is a normal float32
+    and every slot index is an exact float32 integer — else in float64. Slot ``q − (offset − 1)``
+    clamped to ``[0, bins + 1]`` (exact inside the window; rounding is monotonic, so a value outside
+    keeps its side) puts the values below the window in slot 0 and above it in slot ``bins + 1``, NaN
+    in slot 0: one ``bincount``, no boolean compaction.
+    """
+    v = dense_flat(x)
+    narrow = v.dtype in (torch.float16, torch.bfloat16, torch.float32)
+    f32 = narrow and -126 <= exponent <= 126 and abs(offset) + bins + 2 <= 2**24
+    v = v.to(torch.float32 if f32 else torch.float64)
+    q = torch.mul(v, math.ldexp(1.0, -exponent)).floor_()  # overflow → ±inf, clamped below
+    if exponent >= 1:  # only then can a nonzero value's quotient round to ±0: negative ones are in bin −1
+        q = torch.where((q == 0) & (v < 0), -1.0, q)
+    q = q.sub_(offset - 1).clamp_(0, bins + 1).nan_to_num_(nan=0.0)
+    return torch.bincount(q.to(torch.int64), minlength=bins + 2)[1 : bins + 1]
