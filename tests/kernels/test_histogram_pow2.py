@@ -81,6 +81,7 @@ GRIDS = [
     (-1022, -(2**40), 64),
     (1023, -2, 4),
     (-60, 2**52, 16),
+    (-5, -150, 300),  # more slots than a uint8 holds (the torch path's int32 bincount)
 ]
 
 

@@ -81,7 +81,8 @@ def histogram_pow2_torch(x: torch.Tensor, exponent: int, offset: int, bins: int)
     and every slot index is an exact float32 integer — else in float64. Slot ``q − (offset − 1)``
     clamped to ``[0, bins + 1]`` (exact inside the window; rounding is monotonic, so a value outside
     keeps its side) puts the values below the window in slot 0 and above it in slot ``bins + 1``, NaN
-    in slot 0: one ``bincount``, no boolean compaction.
+    in slot 0: one ``bincount`` of the narrowest integer type that holds the slots, no boolean
+    compaction.
     """
     v = dense_flat(x)
     narrow = v.dtype in (torch.float16, torch.bfloat16, torch.float32)
@@ -91,4 +92,5 @@ def histogram_pow2_torch(x: torch.Tensor, exponent: int, offset: int, bins: int)
     if exponent >= 1:  # only then can a nonzero value's quotient round to ±0: negative ones are in bin −1
         q = torch.where((q == 0) & (v < 0), -1.0, q)
     q = q.sub_(offset - 1).clamp_(0, bins + 1).nan_to_num_(nan=0.0)
-    return torch.bincount(q.to(torch.int64), minlength=bins + 2)[1 : bins + 1]
+    index = q.to(torch.uint8 if bins + 1 <= 255 else torch.int32 if bins + 1 < 2**31 else torch.int64)
+    return torch.bincount(index, minlength=bins + 2)[1 : bins + 1].to(torch.int64)
