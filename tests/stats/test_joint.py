@@ -2,6 +2,9 @@
 bit for bit, as each accumulator's own update, across plan changes, non-finite batches, merges and
 replaced accumulators; and against SciPy / NumPy float64 references."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -10,8 +13,13 @@ from torch import nn
 
 import layerscope._probe as probe_module
 from layerscope._probe import Probe
+from layerscope.capture.layout import Axis, Layout, make_view
+from layerscope.kernels import channel_reduce
 from layerscope.kernels._native_accumulate import available
 from layerscope.stats import _joint
+from layerscope.stats.covariance import ChannelCovariance
+from layerscope.stats.spatial import SpatialDensity
+from layerscope.stats.spectrum import ChannelSpectrum
 
 pytestmark = pytest.mark.skipif(not available(), reason="native extension not built")
 
@@ -177,3 +185,28 @@ def test_joint_update_does_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(threads)
     _assert_same(*states)
+
+
+@pytest.mark.parametrize("cls", [ChannelSpectrum, SpatialDensity, ChannelCovariance])
+def test_copy_and_pickle_leave_the_per_batch_plans_out(cls):
+    """The per-batch native plans (ctypes pointers) are left out of copies and pickles, and rebuilt on
+    the next batch: the copy goes on exactly as the original does."""
+    x = torch.randn(16, 20, 64)
+    acc = cls()
+
+    def feed(a):
+        view = make_view(x, Layout(1, Axis.TIME))
+        a.update(view, channel_reduce(view, getattr(a, "thresholds", (0.0,)), "torch"))
+
+    for _ in range(3):
+        feed(acc)
+    twins = (copy.deepcopy(acc), pickle.loads(pickle.dumps(acc)))
+    feed(acc)
+    for twin in twins:
+        assert twin._fast is None  # left out: rebuilt on the next batch
+        feed(twin)
+        for key, value in twin.state_dict().items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(value, acc.state_dict()[key], rtol=1e-12, atol=0)
+            else:
+                assert value == acc.state_dict()[key], key

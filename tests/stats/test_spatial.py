@@ -262,25 +262,3 @@ def test_steady_state_native_path_matches_torch(dtype, channels_last, strided):
     assert torch.equal(native.nonfinite, ref.nonfinite)
     tol = 1e-12 if dtype == torch.float64 else 1e-6
     np.testing.assert_allclose(native.energy().numpy(), ref.energy().numpy(), rtol=tol)
-
-
-def test_copy_and_pickle_after_planned_batches():
-    """The per-batch native plans are left out of copies and pickles (rebuilt on the next batch)."""
-    import copy
-    import pickle
-
-    x = torch.randn(16, 20, 64)
-    layout = Layout(1, Axis.TIME)
-    acc = SpatialDensity()
-    for _ in range(3):
-        feed(acc, x, layout)
-    twins = (copy.deepcopy(acc), pickle.loads(pickle.dumps(acc)))
-    feed(acc, x, layout)
-    for twin in twins:
-        assert twin._fast is None  # left out: rebuilt on the next batch
-        feed(twin, x, layout)
-        for key, value in twin.state_dict().items():
-            if isinstance(value, torch.Tensor):
-                torch.testing.assert_close(value, acc.state_dict()[key], rtol=1e-12, atol=0)
-            else:
-                assert value == acc.state_dict()[key], key
