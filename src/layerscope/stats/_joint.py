@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..kernels import _native_accumulate as _native
+from ._planned import batch_key
 from .covariance import ChannelCovariance
 from .spatial import SpatialDensity
 from .spectrum import ChannelSpectrum
@@ -65,19 +66,12 @@ class JointUpdate:
         """Update the joined accumulators with this batch; False (nothing done) when it does not fit the
         plan or is not all finite (the caller then runs their own updates)."""
         data = view.data
-        if self.key != (data.shape, data.stride(), data.dtype, view.channels_last) or not data.is_cpu:
+        if self.key != batch_key(view) or not data.is_cpu:
             return False
         sp, sa, cv = self.spectrum, self.spatial, self.covariance
-        fs, fa, fc = self.fasts
-        if sp is not None:
-            st = fs[1]
-            if not (sp._fast is fs and st[0] is sp._parts and st[1] is sp.count and st[2] is sp.min
-                    and st[3] is sp.max and st[4] is sp.above and st[5] is sp.segments):
+        for acc, fast in zip((sp, sa, cv), self.fasts, strict=True):  # the plans joined, state unreplaced
+            if acc is not None and not (acc._fast is fast and acc._holds(fast)):
                 return False
-        if sa is not None and not (sa._fast is fa and fa[1] is sa.energy_sum):
-            return False
-        if cv is not None and not (cv._fast is fc and fc[1] is cv._sums and fc[2] is cv._ref):
-            return False
         nan, inf, count, mn, mx, above = (reduced.nan, reduced.inf, reduced.count, reduced.min, reduced.max,
                                           reduced.above)
         c = self.channels
@@ -103,7 +97,7 @@ def plan_joint(accumulators: dict[str, Any], view: Any) -> JointUpdate | None:
     ``view.data``, from the plans they made on that batch; None unless at least two of them hold a native
     plan for it (and the extension has the joint entry)."""
     data = view.data
-    key = (data.shape, data.stride(), data.dtype, view.channels_last)
+    key = batch_key(view)
     sp, sa, cv = (accumulators.get(k) for k in ("spectrum", "spatial", "covariance"))
     sp = sp if type(sp) is ChannelSpectrum and not sp.stream and sp._fast is not None and sp._fast[0] == key \
         else None

@@ -42,7 +42,7 @@ choice that does not depend on the data, so merges stay exact; the analysis name
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from typing_extensions import Self
@@ -52,6 +52,7 @@ from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
 from ..kernels._native_accumulate import all_finite_native, covariance_native, covariance_plan
 from ..kernels._torch import workspace
+from ._planned import Planned, batch_key
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from ._scratch import SMALL, Scratch
@@ -71,8 +72,10 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 @ACCUMULATORS.register("covariance")
-class ChannelCovariance:
+class ChannelCovariance(Planned):
     """Streaming float64 covariance of the (tracked) channels; see the module docstring."""
+
+    _TRANSIENT: ClassVar[dict[str, Any]] = {"_native_plan": (None, None), "_plan": None}
 
     def __init__(self, covariance_max_channels: int = DEFAULT_MAX_CHANNELS,
                  covariance_samples: int | None = DEFAULT_SAMPLES, backend: str | None = None,
@@ -99,17 +102,7 @@ class ChannelCovariance:
         # the steady state of that call for one batch shape: None, or (batch key, state and reference it
         # writes and reads, call, arguments, rows per batch); see _plan_fast
         self._fast: tuple[Any, ...] | None = None
-        self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning
 
-    def __getstate__(self) -> dict[str, Any]:
-        """For copy and pickle: without the per-batch plans (native pointers and argument tuples, rebuilt on
-        the next batch)."""
-        state = self.__dict__.copy()
-        state['_fast'] = None
-        state['_fast_tried'] = ()
-        state['_native_plan'] = (None, None)
-        state['_plan'] = None
-        return state
 
     # -- the state as (n, μ, M) -----------------------------------------------------------------
     @property
@@ -140,20 +133,17 @@ class ChannelCovariance:
 
     # -- update ---------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
-        fast = self._fast
-        if fast is not None:  # the usual batch: one native call, no view and no torch op
-            data = view.data
-            if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
-                    and fast[1] is self._sums and fast[2] is self._ref and all_finite_native(reduced)):
-                fast[3](data.data_ptr(), *fast[4])
-                self.count += fast[5]
-                return
+        fast = self._planned(view)  # the usual batch: one native call, no view and no torch op
+        if fast is not None and all_finite_native(reduced):
+            fast[3](view.data.data_ptr(), *fast[4])
+            self.count += fast[5]
+            return
         self._update_general(view, reduced)
         if self._native and self._sums is not None:  # plan again after a batch that did not fit
-            data = view.data
-            key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
-            if self._fast is not None or key != self._fast_tried:
-                self._fast_tried, self._fast = key, self._plan_fast(view)
+            self._replan(view)
+
+    def _holds(self, fast: tuple[Any, ...]) -> bool:
+        return fast[1] is self._sums and fast[2] is self._ref
 
     def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
         """The native call of the general path with its arguments fixed for batches like ``view.data`` (the
@@ -171,7 +161,7 @@ class ChannelCovariance:
         if plan is None:
             return None
         rows = used.shape[0] * used.shape[1 if view.channels_last else 2]
-        return (data.shape, data.stride(), data.dtype, view.channels_last), self._sums, self._ref, *plan, rows
+        return batch_key(view), self._sums, self._ref, *plan, rows
 
     def _update_general(self, view: LayoutView, reduced: ChannelStats) -> None:
         self._set_channels(view.num_channels)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.nn.functional import one_hot as nn_one_hot
@@ -48,6 +48,7 @@ from ..capture.layout import LayoutView
 from ..kernels import ChannelStats
 from ..kernels._native_accumulate import all_finite_native, cell_energy_native, cell_energy_plan
 from ..kernels._native_accumulate import available as native_available
+from ._planned import Planned, batch_key
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from ._scratch import Scratch
@@ -77,8 +78,10 @@ def grid_shape(spatial_shape: tuple[int, ...], grid: int) -> tuple[int, ...]:
 
 
 @ACCUMULATORS.register("spatial")
-class SpatialDensity:
+class SpatialDensity(Planned):
     """Per-channel activation energy on a coarse spatial grid (see the module docstring)."""
+
+    _TRANSIENT: ClassVar[dict[str, Any]] = {"_plan": ((), None)}
 
     def __init__(
         self, spatial_grid: int = DEFAULT_GRID, spatial_top_k: int = DEFAULT_TOP_K,
@@ -101,16 +104,7 @@ class SpatialDensity:
         # the steady-state native call for one batch shape: None, or (batch key, state it adds to, call,
         # arguments, samples used, the cell index it points to); see _plan_fast
         self._fast: tuple[Any, ...] | None = None
-        self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning
 
-    def __getstate__(self) -> dict[str, Any]:
-        """For copy and pickle: without the per-batch plans (native pointers and argument tuples, rebuilt on
-        the next batch)."""
-        state = self.__dict__.copy()
-        state['_fast'] = None
-        state['_fast_tried'] = ()
-        state['_plan'] = ((), None)
-        return state
 
     @property
     def cells(self) -> tuple[int, ...]:
@@ -128,20 +122,17 @@ class SpatialDensity:
         return out * lead
 
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
-        fast = self._fast
-        if fast is not None:  # the usual batch: one native call, no view and no torch op
-            data = view.data
-            if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
-                    and fast[1] is self.energy_sum and all_finite_native(reduced)):
-                fast[2](data.data_ptr(), *fast[3])
-                self.samples += fast[4]
-                return
+        fast = self._planned(view)  # the usual batch: one native call, no view and no torch op
+        if fast is not None and all_finite_native(reduced):
+            fast[2](view.data.data_ptr(), *fast[3])
+            self.samples += fast[4]
+            return
         self._update_general(view, reduced)
         if self._native and self.energy_sum is not None:  # plan again after a batch that did not fit
-            data = view.data
-            key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
-            if self._fast is not None or key != self._fast_tried:
-                self._fast_tried, self._fast = key, self._plan_fast(view)
+            self._replan(view)
+
+    def _holds(self, fast: tuple[Any, ...]) -> bool:
+        return fast[1] is self.energy_sum
 
     def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
         """The native call of :meth:`_update_general` with its arguments fixed for batches like
@@ -159,7 +150,7 @@ class SpatialDensity:
         plan = cell_energy_plan(data, step, view.channels_last, cell, target)
         if plan is None or not self.energy_sum.is_contiguous():
             return None
-        return ((data.shape, data.stride(), data.dtype, view.channels_last), self.energy_sum, *plan,
+        return (batch_key(view), self.energy_sum, *plan,
                 -(-data.shape[0] // step), cell)
 
     def _update_general(self, view: LayoutView, reduced: ChannelStats) -> None:

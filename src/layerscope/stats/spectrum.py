@@ -83,6 +83,7 @@ from ._periodogram import (
     welch_power_parts,
     welch_power_sum,
 )
+from ._planned import Planned, batch_key
 from ._protocol import ACCUMULATORS
 from ._sampling import DEFAULT_SAMPLES, check_samples, sample_step
 from ._scratch import Scratch
@@ -101,7 +102,7 @@ _STREAM_TENSORS = ("stream_buffer", "stream_power")
 
 
 @ACCUMULATORS.register("spectrum")
-class ChannelSpectrum:
+class ChannelSpectrum(Planned):
     """Streaming per-channel power spectrum (Welch over time, radial over H×W, optional stream)."""
 
     def __init__(
@@ -158,15 +159,7 @@ class ChannelSpectrum:
         # the steady-state plan of that path for one batch shape (see _plan_fast): None, or (batch key,
         # state tensors it writes, Welch call, Welch arguments, fold plan, segments per channel)
         self._fast: tuple[Any, ...] | None = None
-        self._fast_tried: tuple[Any, ...] = ()  # the batch key of the last planning (None or not)
 
-    def __getstate__(self) -> dict[str, Any]:
-        """For copy and pickle: without the per-batch plans (native pointers and argument tuples, rebuilt on
-        the next batch)."""
-        state = self.__dict__.copy()
-        state['_fast'] = None
-        state['_fast_tried'] = ()
-        return state
 
     @property
     def power(self) -> torch.Tensor | None:
@@ -185,25 +178,22 @@ class ChannelSpectrum:
 
     # -- update --------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
-        fast = self._fast
-        if fast is not None:  # the usual batch: two native calls and no torch op (see _plan_fast)
-            data = view.data
-            state = fast[1]
-            if (fast[0] == (data.shape, data.stride(), data.dtype, view.channels_last) and data.is_cpu
-                    and state[0] is self._parts and state[1] is self.count and state[2] is self.min
-                    and state[3] is self.max and state[4] is self.above and state[5] is self.segments
-                    and (fast[2] is None or all_finite_native(reduced)) and fold_native(fast[4], reduced, fast[5])):
-                if fast[2] is not None:  # the Welch sums, after the fold: nothing else can fail
-                    fast[2](data.data_ptr(), *fast[3])
-                if self.stream:
-                    self._stream_step(reduced.mean)
-                return
+        fast = self._planned(view)  # the usual batch: two native calls and no torch op (see _plan_fast)
+        if (fast is not None and (fast[2] is None or all_finite_native(reduced))
+                and fold_native(fast[4], reduced, fast[5])):
+            if fast[2] is not None:  # the Welch sums, after the fold: nothing else can fail
+                fast[2](view.data.data_ptr(), *fast[3])
+            if self.stream:
+                self._stream_step(reduced.mean)
+            return
         self._update_general(view, reduced)
         if self._native and self.kind in ("welch", "none"):  # plan again after a batch that did not fit
-            data = view.data
-            key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
-            if self._fast is not None or key != self._fast_tried:
-                self._fast_tried, self._fast = key, self._plan_fast(view)
+            self._replan(view)
+
+    def _holds(self, fast: tuple[Any, ...]) -> bool:
+        state = fast[1]
+        return (state[0] is self._parts and state[1] is self.count and state[2] is self.min
+                and state[3] is self.max and state[4] is self.above and state[5] is self.segments)
 
     def _plan_fast(self, view: LayoutView) -> tuple[Any, ...] | None:
         """The steady-state path of a Welch layer (or of one without a spectrum: the fold alone) with the
@@ -215,7 +205,7 @@ class ChannelSpectrum:
         time layouts of rank > 1) takes the general path. None when it cannot run."""
         data = view.data
         state = (self._parts, self.count, self.min, self.max, self.above, self.segments)
-        key = (data.shape, data.stride(), data.dtype, view.channels_last)
+        key = batch_key(view)
         fold = fold_plan(state[1:5], self.segments)
         if fold is None or data.device.type != "cpu":
             return None
