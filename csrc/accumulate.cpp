@@ -11,12 +11,6 @@
 
 #include "common.hpp"
 
-#if defined(_WIN32)
-#define LS_EXPORT __declspec(dllexport)
-#else
-#define LS_EXPORT __attribute__((visibility("default")))
-#endif
-
 namespace {
 
 using ls::i64;

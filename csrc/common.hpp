@@ -24,6 +24,12 @@
 #define LS_CLONES
 #define LS_CLONE_TARGETS ""
 #endif
+// plain C entries of _C called through ctypes (src/layerscope/kernels/_native_accumulate.py)
+#if defined(_WIN32)
+#define LS_EXPORT __declspec(dllexport)
+#else
+#define LS_EXPORT __attribute__((visibility("default")))
+#endif
 #if defined(__GNUC__)
 #define LS_INLINE inline __attribute__((always_inline))
 #else

@@ -19,12 +19,6 @@
 
 #include "common.hpp"
 
-#if defined(_WIN32)
-#define LS_EXPORT __declspec(dllexport)
-#else
-#define LS_EXPORT __attribute__((visibility("default")))
-#endif
-
 using ls::i64;
 
 extern "C" {

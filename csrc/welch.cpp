@@ -21,11 +21,6 @@
 
 #include "common.hpp"
 
-#if defined(_WIN32)
-#define LS_EXPORT __declspec(dllexport)
-#else
-#define LS_EXPORT __attribute__((visibility("default")))
-#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #define LS_NO_VECTORIZE __attribute__((noinline, optimize("no-tree-vectorize")))
 #else
@@ -116,23 +111,9 @@ LS_INLINE void block_fft(const T* raw, i64 rs, i64 L, const T* window, const Tab
             zi[b] = w1 * (c[b] - mean[b]);
         }
     }
-    // radix-2 decimation in time, in place; the twiddles 1 (k = 0 of every stage) and −i (k = 1 of the
-    // second) need no products
-    for (i64 start = 0; start < n; start += 2) {
-        T* ar = re + start * BLOCK;
-        T* ai = im + start * BLOCK;
-        T* br = ar + BLOCK;
-        T* bi = ai + BLOCK;
-#pragma omp simd
-        for (int b = 0; b < BLOCK; ++b) {
-            const T tr = br[b], ti = bi[b];
-            br[b] = ar[b] - tr;
-            bi[b] = ai[b] - ti;
-            ar[b] = ar[b] + tr;
-            ai[b] = ai[b] + ti;
-        }
-    }
-    for (i64 size = 4; size <= n; size *= 2) {
+    // radix-2 decimation in time, in place; the twiddles 1 (k = 0 of every stage, hence all of the
+    // first) and −i (k = 1 of the second) need no products
+    for (i64 size = 2; size <= n; size *= 2) {
         const i64 half = size / 2, step = n / size;
         for (i64 start = 0; start < n; start += size) {
             {  // k = 0: the twiddle is 1
