@@ -12,6 +12,7 @@ layer), lets the accumulators read the view, and returns: no reference to the ac
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import operator
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from .capture.bounds import output_bounds, saturation_thresholds
 from .kernels import channel_reduce, select_backend
 from .report.result import LayerResult, ProbeResult
 from .stats._joint import plan_joint
+from .stats._planned import batch_key
 
 DEFAULT_STATS = ("moments", "coverage", "histogram")
 
@@ -184,20 +186,13 @@ class Probe:
         view = make_view(tensor.detach(), layer.layout)
         with torch.no_grad():
             reduced = channel_reduce(view, layer.thresholds, self.backend, histogram_grid=_fused_grid(layer))
-            joint = layer.joint  # (planned for the accumulators the layer held then: checked)
-            accumulators = layer.others if (joint is not None and len(layer.joined) == len(layer.accumulators)
-                                            and all(map(operator.is_, layer.joined, layer.accumulators.values()))
-                                            and joint.run(view, reduced)) else None
-            if torch.is_inference_mode_enabled():
-                # state made under inference_mode would be inference tensors, which a later batch run
-                # outside it (a training step, a no_grad pass) could not update in place
-                with torch.inference_mode(False):
-                    for acc in accumulators if accumulators is not None else layer.accumulators.values():
-                        acc.update(view, reduced)
-            else:
-                for acc in accumulators if accumulators is not None else layer.accumulators.values():
+            joined = self._run_joint(layer, view, reduced)
+            # state made under inference_mode would be inference tensors, which a later batch run outside
+            # it (a training step, a no_grad pass) could not update in place
+            with torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext():
+                for acc in layer.others if joined else layer.accumulators.values():
                     acc.update(view, reduced)
-            if accumulators is None and layer.joinable:
+            if not joined and layer.joinable:
                 self._plan_joint(layer, view)
         if tensor.requires_grad and layer.grad_accumulators:
             # Gradient statistics (e.g. Taylor impact a·∂L/∂a) need this batch's activation when its
@@ -209,11 +204,17 @@ class Probe:
         self._last_layout[tuple(tensor.shape)] = layer.layout
 
     @staticmethod
+    def _run_joint(layer: _Layer, view: Any, reduced: Any) -> bool:
+        """Whether the layer's joint update (planned for the accumulators it held then) took this batch."""
+        joint = layer.joint
+        return (joint is not None and len(layer.joined) == len(layer.accumulators)
+                and all(map(operator.is_, layer.joined, layer.accumulators.values())) and joint.run(view, reduced))
+
+    @staticmethod
     def _plan_joint(layer: _Layer, view: Any) -> None:
         """After a batch that did not take the layer's joint update: plan it again for this batch's shape
         (once per shape while it cannot be built; see stats/_joint.py)."""
-        data = view.data
-        key = (data.shape, data.stride(), data.dtype, view.channels_last, data.device)
+        key = (*batch_key(view), view.data.device)
         if layer.joint is None and key == layer.joint_tried:
             return
         layer.joint_tried, layer.joint = key, plan_joint(layer.accumulators, view)
