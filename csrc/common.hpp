@@ -145,4 +145,34 @@ inline int team_size() {
 #endif
 }
 
+// Cache lines fetched a line at a time while a kernel works through the block before them: `rows`
+// rows of `row_bytes` bytes, `stride` bytes apart. The fused reduction points it at its next block,
+// whose rows start on other pages (where the hardware prefetchers do not follow), and its slowest
+// loop (the histogram count) steps it once per 64 bytes it reads, so that the next block arrives
+// while this one is computed instead of after it.
+class LineAhead {
+public:
+    void clear() { p_ = end_ = nullptr, rows_left_ = 0; }
+    void set(const void* base, i64 rows, i64 stride, i64 row_bytes) {
+        clear();
+        if (rows <= 0 || row_bytes <= 0) return;
+        row_ = static_cast<const char*>(base), rows_left_ = rows - 1, stride_ = stride, bytes_ = row_bytes;
+        start_row();
+    }
+    LS_INLINE void step() {
+        if (p_ >= end_) return;
+        __builtin_prefetch(p_, 0, 3);
+        p_ += 64;
+        if (p_ >= end_ && rows_left_ > 0) --rows_left_, row_ += stride_, start_row();
+    }
+
+private:
+    void start_row() {
+        p_ = reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(row_) & ~std::uintptr_t(63));
+        end_ = row_ + bytes_;
+    }
+    const char *p_ = nullptr, *end_ = nullptr, *row_ = nullptr;
+    i64 rows_left_ = 0, stride_ = 0, bytes_ = 0;
+};
+
 }  // namespace ls

@@ -27,8 +27,10 @@ struct Pow2Counter {
 };
 void check_pow2_grid(int e, i64 j0, i64 bins);  // throws std::invalid_argument as histogram_pow2 does
 i64 pow2_table_size(i64 bins);
-// rows × len values, row r at x + r·ld
-void pow2_count(const float* x, i64 rows, i64 ld, i64 len, const Pow2Counter& g, i64* table);
+// rows × len values, row r at x + r·ld; `ahead` (optional): lines to fetch meanwhile, one per 16 values
+// counted (the AVX-512 float32 path; the others leave it)
+void pow2_count(const float* x, i64 rows, i64 ld, i64 len, const Pow2Counter& g, i64* table,
+                LineAhead* ahead = nullptr);
 void pow2_count(const double* x, i64 rows, i64 ld, i64 len, const Pow2Counter& g, i64* table);
 void pow2_fold(const i64* table, i64 bins, i64* counts);
 

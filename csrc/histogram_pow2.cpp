@@ -232,7 +232,7 @@ LS_AVX512 LS_INLINE __m512i slots16(__m512 v, const Slots16& g) {
 // loads and stores of the increments overlap the vector work instead of following it (−13% time on
 // normal data). Without a joint table (many bins) the buffer is counted one slot at a time, when full.
 LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Grid<float>& g, i64 hot_slot,
-                            const Table& t) {
+                            const Table& t, LineAhead& ahead) {
     alignas(64) std::int32_t buf[kChunk + 48];         // + one vector of slots, + room for make_pairs' move
     alignas(64) std::int32_t pair[(kChunk + 16) / 2];  // pair indices of the last buffer
     const Slots16 s16{_mm512_set1_ps(g.scale), _mm512_set1_ps(g.base), _mm512_set1_ps(g.base + g.nb + 1),
@@ -250,6 +250,7 @@ LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Gri
             // a masked load only for the tail: masked loads that miss the cache stall (2× slower from DRAM)
             const __m512 v = whole ? _mm512_loadu_ps(row + i) : _mm512_maskz_loadu_ps(valid, row + i);
             const __m512i s = slots16(v, s16);
+            ahead.step();
             if (plain && whole) {  // few hot values lately: all 16 slots go to pairs, no compare/compress
                 _mm512_storeu_si512(buf + n, s);
                 n += 16;
@@ -333,13 +334,15 @@ void count_range(const In* x, i64 begin, i64 end, const Pow2Counter& pc, bool f3
 #ifdef LS_POW2_AVX512
             if (has_avx512()) {
                 if constexpr (std::is_same_v<In, float>) {
-                    count_avx512(x + begin, 1, 0, end - begin, g, zero_slot(pc), t);
+                    LineAhead none;
+                    count_avx512(x + begin, 1, 0, end - begin, g, zero_slot(pc), t, none);
                 } else {
                     alignas(64) float buf[kConvert];
                     for (i64 i = begin; i < end; i += kConvert) {
                         const i64 take = std::min(kConvert, end - i);
                         for (i64 k = 0; k < take; ++k) buf[k] = to_float(x[i + k]);
-                        count_avx512(buf, 1, 0, take, g, zero_slot(pc), t);
+                        LineAhead none;
+                        count_avx512(buf, 1, 0, take, g, zero_slot(pc), t, none);
                     }
                 }
                 return;
@@ -361,11 +364,14 @@ void check_pow2_grid(int e, i64 j0, i64 bins) {
 
 i64 pow2_table_size(i64 bins) { return 1 + kWays * (bins + 3) + joint_words(bins + 3); }
 
-void pow2_count(const float* x, i64 rows, i64 ld, i64 len, const Pow2Counter& g, i64* table) {
+void pow2_count(const float* x, i64 rows, i64 ld, i64 len, const Pow2Counter& g, i64* table, LineAhead* ahead) {
     const Table t = layout(table, g.bins);
     if (float32_grid(DType::f32, g.e, g.j0, g.bins)) {
 #ifdef LS_POW2_AVX512
-        if (has_avx512()) return count_avx512(x, rows, ld, len, make_grid<float>(g), zero_slot(g), t);
+        if (has_avx512()) {
+            LineAhead none;
+            return count_avx512(x, rows, ld, len, make_grid<float>(g), zero_slot(g), t, ahead ? *ahead : none);
+        }
 #endif
         pow2_rows(x, rows, ld, len, make_grid<float>(g), t);
     } else {

@@ -197,6 +197,7 @@ private:
         std::vector<i64> row_counts;
         std::vector<double> box_sums;  // short runs: per-run sums of a box, [channel][sample]
         std::vector<i64> box_counts;
+        LineAhead ahead;               // the next unit's lines, fetched while the histogram counts this one
         explicit Scratch(const Reducer& r)
             : values(r.copies() ? static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_)) : 0),
               above(r.num_thr_),
@@ -275,12 +276,16 @@ private:
         if (box_channels_) {
             const i64 first = u0 / box_blocks_ * box_channels_;
             acc.init(first, std::min(x_.c, ((u1 - 1) / box_blocks_ + 1) * box_channels_) - first, num_thr_);
-            for (i64 u = u0; u < u1; ++u) run_box(acc, sc, u / box_blocks_ * box_channels_, u % box_blocks_);
+            for (i64 u = u0; u < u1; ++u) {
+                aim(sc, u + 1, u1);
+                run_box(acc, sc, u / box_blocks_ * box_channels_, u % box_blocks_);
+            }
             return;
         }
         const i64 per_channel = units_ / std::max<i64>(x_.c, 1);
         acc.init(u0 / per_channel, (u1 - 1) / per_channel - u0 / per_channel + 1, num_thr_);
         for (i64 u = u0; u < u1; ++u) {
+            aim(sc, u + 1, u1);
             const i64 ch = u / per_channel, rest = u % per_channel;
             if (samples_per_block_) {
                 const i64 n0 = rest * samples_per_block_, n1 = std::min(x_.n, n0 + samples_per_block_);
@@ -290,6 +295,28 @@ private:
             } else {
                 long_run(acc, sc, ch, rest / chunks_, rest % chunks_);
             }
+        }
+    }
+
+    // Points sc.ahead at the first block of channels-first unit u (nothing when u is past u1 or the
+    // positions are not contiguous): runs() and long_run() fetch it while their histogram counts.
+    void aim(Scratch& sc, i64 u, i64 u1) {
+        sc.ahead.clear();
+        if (!hist_ || u >= u1 || x_.ss != 1 || x_.s == 0) return;
+        const i64 size = static_cast<i64>(sizeof(In));
+        if (box_channels_) {
+            const i64 c0 = u / box_blocks_ * box_channels_, n0 = u % box_blocks_ * samples_per_block_;
+            const i64 c1 = std::min(x_.c, c0 + box_channels_), n1 = std::min(x_.n, n0 + samples_per_block_);
+            if (x_.sc == x_.s) sc.ahead.set(in_ + n0 * x_.sn + c0 * x_.sc, n1 - n0, x_.sn * size, (c1 - c0) * x_.s * size);
+            return;
+        }
+        const i64 per_channel = units_ / std::max<i64>(x_.c, 1), ch = u / per_channel, rest = u % per_channel;
+        if (samples_per_block_) {
+            const i64 n0 = rest * samples_per_block_, n1 = std::min(x_.n, n0 + samples_per_block_);
+            sc.ahead.set(in_ + n0 * x_.sn + ch * x_.sc, n1 - n0, x_.sn * size, x_.s * size);
+        } else {
+            const i64 s0 = rest % chunks_ * chunk_len_;
+            sc.ahead.set(in_ + rest / chunks_ * x_.sn + ch * x_.sc + s0, 1, 0, std::min(kBlock, x_.s - s0) * size);
         }
     }
 
@@ -326,7 +353,9 @@ private:
             }
         }
         acc.add(ch, p, sc.above.data(), 1);
-        if (hist_) pow2_count(v, rows, ld, len, *hist_, acc.table.data());
+        if (!hist_) return;
+        if constexpr (std::is_same_v<E, float>) pow2_count(v, rows, ld, len, *hist_, acc.table.data(), &sc.ahead);
+        else pow2_count(v, rows, ld, len, *hist_, acc.table.data());
     }
 
     // A box: channels [c0, c0 + box_channels_) of samples [n0, n0 + samples_per_block_), short runs.
@@ -389,7 +418,11 @@ private:
         const In* row = in_ + n * x_.sn + ch * x_.sc;
         i64 count = 0;
         double sum = 0;
+        const LineAhead next_unit = sc.ahead;  // aim's: fetched during the last block
         for (i64 b = s0; b < s1; b += kBlock) {
+            if (b + kBlock >= s1) sc.ahead = next_unit;
+            else if (hist_ && x_.ss == 1)
+                sc.ahead.set(row + b + kBlock, 1, 0, std::min(kBlock, s1 - b - kBlock) * static_cast<i64>(sizeof(In)));
             runs(acc, sc, ch, row + b * x_.ss, 1, 0, std::min(kBlock, s1 - b));
             if (chunks_ > 1) put_sample(b / kBlock, n, ch, sc.row_sums[0], sc.row_counts[0]);
             count += sc.row_counts[0], sum += sc.row_sums[0];
