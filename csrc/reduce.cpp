@@ -307,7 +307,8 @@ private:
         if (box_channels_) {
             const i64 c0 = u / box_blocks_ * box_channels_, n0 = u % box_blocks_ * samples_per_block_;
             const i64 c1 = std::min(x_.c, c0 + box_channels_), n1 = std::min(x_.n, n0 + samples_per_block_);
-            if (x_.sc == x_.s) sc.ahead.set(in_ + n0 * x_.sn + c0 * x_.sc, n1 - n0, x_.sn * size, (c1 - c0) * x_.s * size);
+            if (x_.sc == x_.s)
+                sc.ahead.set(in_ + n0 * x_.sn + c0 * x_.sc, n1 - n0, x_.sn * size, (c1 - c0) * x_.s * size);
             return;
         }
         const i64 per_channel = units_ / std::max<i64>(x_.c, 1), ch = u / per_channel, rest = u % per_channel;
@@ -321,8 +322,10 @@ private:
     }
 
     // rows runs of len positions of channel ch (run r at first + r·stride), folded into acc; their
-    // sums and finite counts land in sc.row_sums / sc.row_counts.
-    void runs(ChannelAcc& acc, Scratch& sc, i64 ch, const In* first, i64 rows, i64 stride, i64 len) {
+    // sums and finite counts land in sc.row_sums / sc.row_counts. count: the fused histogram counts them
+    // (else the caller counts them with others).
+    void runs(ChannelAcc& acc, Scratch& sc, i64 ch, const In* first, i64 rows, i64 stride, i64 len,
+              bool count = true) {
         if (rows == 0 || len == 0) {
             std::fill_n(sc.row_sums.data(), rows, 0.0), std::fill_n(sc.row_counts.data(), rows, 0);
             return;
@@ -353,7 +356,7 @@ private:
             }
         }
         acc.add(ch, p, sc.above.data(), 1);
-        if (!hist_) return;
+        if (!hist_ || !count) return;
         if constexpr (std::is_same_v<E, float>) pow2_count(v, rows, ld, len, *hist_, acc.table.data(), &sc.ahead);
         else pow2_count(v, rows, ld, len, *hist_, acc.table.data());
     }
@@ -378,10 +381,19 @@ private:
                 for (i64 c = 0; c < c1 - c0; ++c) touch(base + c * x_.sc, x_.s);
             }
         }
+        // the histogram counts the box in one call, slab by slab (a call per channel, of runs of 16
+        // values, cost a fifth more)
+        const bool box_count = hist_ && slab && std::is_same_v<In, E>;
         for (i64 c = c0; c < c1; ++c) {
-            runs(acc, sc, c, in_ + n0 * x_.sn + c * x_.sc, rows, x_.sn, x_.s);
+            runs(acc, sc, c, in_ + n0 * x_.sn + c * x_.sc, rows, x_.sn, x_.s, !box_count);
             std::copy_n(sc.row_sums.data(), rows, sc.box_sums.data() + (c - c0) * samples_per_block_);
             std::copy_n(sc.row_counts.data(), rows, sc.box_counts.data() + (c - c0) * samples_per_block_);
+        }
+        if (box_count) {
+            const In* box = in_ + n0 * x_.sn + c0 * x_.sc;
+            const i64 len = (c1 - c0) * x_.s;
+            if constexpr (std::is_same_v<In, float>) pow2_count(box, rows, x_.sn, len, *hist_, acc.table.data(), &sc.ahead);
+            else if constexpr (std::is_same_v<In, double>) pow2_count(box, rows, x_.sn, len, *hist_, acc.table.data());
         }
         for (i64 r = 0; r < rows; ++r)
             for (i64 c = c0; c < c1; ++c) {
@@ -422,7 +434,7 @@ private:
         for (i64 b = s0; b < s1; b += kBlock) {
             if (b + kBlock >= s1) sc.ahead = next_unit;
             else if (hist_ && x_.ss == 1)
-                sc.ahead.set(row + b + kBlock, 1, 0, std::min(kBlock, s1 - b - kBlock) * static_cast<i64>(sizeof(In)));
+                sc.ahead.set(row + b + kBlock, 1, 0, std::min(kBlock, s1 - b - kBlock) * i64(sizeof(In)));
             runs(acc, sc, ch, row + b * x_.ss, 1, 0, std::min(kBlock, s1 - b));
             if (chunks_ > 1) put_sample(b / kBlock, n, ch, sc.row_sums[0], sc.row_counts[0]);
             count += sc.row_counts[0], sum += sc.row_sums[0];
