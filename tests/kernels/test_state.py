@@ -157,6 +157,31 @@ def test_coverage_empty_batch_changes_nothing() -> None:
     assert acc.samples == 0 and not acc.nc_hits.any() and acc.skipped.tolist() == [0, 0, 0]
 
 
+@pytest.mark.parametrize("with_ranges", [False, True])
+def test_coverage_fed_by_reductions_matches_the_torch_path(with_ranges) -> None:
+    # the accumulator reads a native reduction's NumPy neuron values (ChannelStats.arrays), also into
+    # state it updates with its torch code (a forced backend); integer activations over 4 positions
+    # make every sample mean exact, so both reductions give the same neuron values bit for bit
+    rng = np.random.default_rng(3)
+    batches = [torch.from_numpy(rng.integers(-8, 9, size=(n, 6, 4)).astype(np.float32)) for n in (5, 1, 7, 4)]
+    batches[2][1, 2] = NAN  # a neuron without a finite value for one input: skipped
+    ranges = ([-4.0, -1.0, 0.0, 2.0, NAN, -8.0], [4.0, 1.0, 0.0, 6.0, 1.0, 8.0]) if with_ranges else None
+    states = []
+    for reduction, backend in (("native", None), ("native", "torch"), ("torch", "torch")):
+        acc = NeuronCoverage(coverage_thresholds=TAUS, top_k=2, kmnc_sections=5, ranges=ranges, backend=backend)
+        for x in batches:
+            view = make_view(x, Layout(1, Axis.TIME))
+            reduced = kernels.channel_reduce(view, (), backend=reduction)
+            assert (reduced.arrays is not None) == (reduction == "native")
+            acc.update(view, reduced)
+        fields = COVERAGE_FIELDS if with_ranges else COVERAGE_FIELDS[:5]
+        states.append((acc.samples, {f: getattr(acc, f) for f in fields}))
+    for samples, state in states[1:]:
+        assert samples == states[0][0] == 17
+        for f, t in state.items():
+            assert torch.equal(t, states[0][1][f]), f
+
+
 # -- moments -----------------------------------------------------------------------------------------
 def feed_moments(batches: list[torch.Tensor], thresholds=(0.0, 0.5), backend=None) -> ChannelMoments:
     acc = ChannelMoments(thresholds, backend=backend)

@@ -293,22 +293,27 @@ def _native_ok() -> bool:
 
 @pytest.mark.skipif(not _native_ok(), reason="needs the compiled extension")
 def test_counts_taken_in_the_reduction_read_equal_a_separate_pass() -> None:
-    # batches inside the grid (counted in the reduction's read) and batches past it (grid grows: recount)
+    # batches inside the grid (counted in the reduction's read, added from its NumPy counts) and batches
+    # past it (grid grows: recount), one without a finite value; against the torch reduction's tensors
     from layerscope.stats.histogram import AdaptiveHistogram
 
     g = torch.Generator().manual_seed(5)
-    scales = [1.0, 0.5, 4.0, 1.0, 0.25, 9.0, 2.0]
+    scales = [1.0, 0.5, 4.0, 1.0, float("nan"), 0.25, 9.0, 2.0]
     fused, separate = AdaptiveHistogram(bins=48), AdaptiveHistogram(bins=48)
-    used = []
+    used, finite = [], 0
     for s in scales:
         x = torch.randn(6, 5, 77, generator=g) * s
         x[1, 2, ::9] = float("nan")
+        x[0, 4, 3] = float("inf")
+        finite += int(torch.isfinite(x).sum())
         view = make_view(x, Layout(1, Axis.TIME))
         red = kernels.channel_reduce(view, (0.0,), backend="native", histogram_grid=fused.fused_grid())
+        assert red.arrays is not None and (red.histogram_array is None) == (red.histogram is None)
         used.append(red.histogram is not None)
         fused.update(view, red)
         separate.update(view, kernels.channel_reduce(view, (0.0,), backend="torch"))
-        assert (fused.exponent, fused.offset) == (separate.exponent, separate.offset)
+        assert (fused.exponent, fused.offset, fused.min, fused.max) == (
+            separate.exponent, separate.offset, separate.min, separate.max)
         assert torch.equal(fused.counts, separate.counts)
     assert used == [False] + [True] * (len(scales) - 1)
-    assert fused.total == separate.total == len(scales) * (6 * 5 * 77 - 9)  # every finite value, once
+    assert fused.total == separate.total == finite  # every finite value, once

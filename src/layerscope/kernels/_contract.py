@@ -38,7 +38,8 @@ class ChannelStats:
 
     A CPU backend may build it from NumPy arrays instead (:meth:`from_arrays`): the tensors are then
     made on first access (zero-copy ``torch.from_numpy``), and CPU accumulators with native state
-    kernels take :attr:`arrays` directly — per layer and batch, ten tensor wrappers fewer.
+    kernels take :attr:`arrays` (and :attr:`histogram_array`, the NumPy array ``histogram`` wraps)
+    directly — per layer and batch, ten tensor wrappers and their torch ops fewer.
     """
 
     count: torch.Tensor
@@ -56,6 +57,7 @@ class ChannelStats:
     _all_finite: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     arrays: tuple[np.ndarray, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    histogram_array: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_arrays(
@@ -72,6 +74,7 @@ class ChannelStats:
         obj.histogram_grid = histogram_grid
         obj._all_finite = None
         obj.arrays = tuple(arrays)
+        obj.histogram_array = histogram
         return obj
 
     def __getattr__(self, name: str) -> Any:

@@ -148,7 +148,9 @@ class NeuronCoverage:
 
     # -- streaming -------------------------------------------------------------------------------
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
-        values = reduced.sample_mean  # [N, C]
+        arrays = getattr(reduced, "arrays", None)  # NumPy arrays of a native reduction
+        # [N, C]: once the state exists, a native reduction's NumPy array (no tensor wrapper), else the tensor
+        values = arrays[9] if arrays is not None and self.nc_hits is not None else reduced.sample_mean
         if self.nc_hits is None:
             self._init_state(values.shape[1], values.device)
         elif values.shape[1] != self.num_neurons:
@@ -159,14 +161,13 @@ class NeuronCoverage:
         if values.shape[0] == 0:  # an empty batch covers nothing (and torch's amin refuses it)
             return
         native = state_kernels(self.nc_hits.device, self.backend)
-        if native is not None and values.is_cpu:
+        if native is not None and (arrays is not None or values.is_cpu):
             # the reduction's NumPy array when it made one (no tensor round trip), and the state's views
-            arrays = getattr(reduced, "arrays", None)
             state, ranges = self._native_views()
             native.coverage_update(values if arrays is None else arrays[9], self._taus, self.top_k, state, ranges)
             self.samples += values.shape[0]
             return
-        values = values.to(torch.float64)
+        values = reduced.sample_mean.to(torch.float64)  # the torch code: CUDA state, or a forced backend
         self._absorb(self._batch_state(torch.where(torch.isfinite(values), values, torch.nan)))
 
     def _native_views(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...] | None]:

@@ -33,6 +33,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from typing_extensions import Self
 
@@ -162,22 +163,38 @@ class AdaptiveHistogram:
 
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
         # The fused reduction already holds the finite extremes of each channel: one sync, no extra pass.
-        if reduced.min.numel() == 0:
+        lo_hi = self._batch_range(reduced)
+        if lo_hi is None:  # no finite value in this batch
             return
-        lo, hi = float(reduced.min.min()), float(reduced.max.max())
-        if not lo <= hi:  # no finite value in this batch
-            return
+        lo, hi = lo_hi
         before = self.fused_grid()
         if self.counts is None or not (self.min <= lo and hi <= self.max):
             # else the grid stays: it is a function of (min, max) alone (see the module docstring)
             self._grow(lo, hi, view.data.device)
-        if reduced.histogram is not None and reduced.histogram_grid == before == self.fused_grid():
+            if before != self.fused_grid():
+                before = None  # the reduction counted on the old grid (or none): count again
+        if before is not None and reduced.histogram is not None and reduced.histogram_grid == before:
             # counted during the reduction's read on this very grid, and every value fell inside it
-            self.counts += reduced.histogram[: self.bins].to(self.counts.device)
+            if getattr(reduced, "histogram_array", None) is not None and self.counts.is_cpu:
+                counts = self.counts.numpy()  # a view: the NumPy add updates the state in place
+                np.add(counts, reduced.histogram_array[: self.bins], out=counts)
+            else:
+                self.counts += reduced.histogram[: self.bins].to(self.counts.device)
             return
         self.counts += bin_values(view.data, self.exponent, self.offset, self.bins, self.backend).to(
             self.counts.device
         )
+
+    @staticmethod
+    def _batch_range(reduced: ChannelStats) -> tuple[float, float] | None:
+        """The batch's finite ``(min, max)`` from the per-channel extremes, or None without a finite value
+        (NumPy on the arrays of a native reduction: a few µs fewer per layer than torch ops)."""
+        arrays = getattr(reduced, "arrays", None)  # NumPy arrays of a native reduction
+        lows, highs = (arrays[3], arrays[4]) if arrays is not None else (reduced.min, reduced.max)
+        if lows.shape[0] == 0:
+            return None
+        lo, hi = float(lows.min()), float(highs.max())
+        return (lo, hi) if lo <= hi else None
 
     def merge(self, other: Self) -> None:
         if other.bins != self.bins:
