@@ -191,3 +191,51 @@ def test_a_probe_inside_and_then_outside_inference_mode():
         with ctx(), Probe(model, stats=("moments", "spatial", "covariance"), backend="torch") as probe:
             model(torch.randn(3, 2, 8, 8))
         assert probe.result().layers["1"].meta["samples"] == 3
+
+
+def _frozen(state):
+    """A deep copy of a state dict: its tensors and arrays cloned."""
+    if isinstance(state, dict):
+        return {k: _frozen(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_frozen(v) for v in state)
+    if isinstance(state, torch.Tensor):
+        return state.clone()
+    if isinstance(state, np.ndarray):
+        return state.copy()
+    return state
+
+
+def _assert_same_state(a, b, where="state"):
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        same = torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True))
+        assert same, where
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b or (a != a and b != b), where  # NaN == NaN here
+
+
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_state_dict_is_a_snapshot(backend):
+    """Accumulators update their state in place: a state dict handed out must not change with later
+    batches (every statistic, both backends)."""
+    from layerscope.stats import ACCUMULATORS
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with Probe(model, stats=tuple(ACCUMULATORS.names()), backend=backend) as probe:
+        model(torch.randn(2, 3, 8, 8)).sum().backward()
+        state = probe.state_dict()
+        kept = _frozen(state)
+        model(torch.randn(2, 3, 8, 8) * 3 + 1).sum().backward()
+    _assert_same_state(state, kept)

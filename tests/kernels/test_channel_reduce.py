@@ -3,6 +3,8 @@ layouts, strides, dtypes, adversarial values, NaN/Inf, thresholds, thread counts
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,14 @@ import torch
 from layerscope.capture.layout import Axis, LayoutView
 from layerscope.kernels import channel_reduce
 
-from ._reference import as_float64, assert_stats_close, channel_stats_reference, exact_moments, needs_native
+from ._reference import (
+    NATIVE_BUILT,
+    as_float64,
+    assert_stats_close,
+    channel_stats_reference,
+    exact_moments,
+    needs_native,
+)
 
 THRESHOLDS = (0.0, 0.5, -1.25)
 
@@ -181,15 +190,21 @@ def test_thread_counts_agree(channels_last, shape):
         assert torch.equal(getattr(again, f), getattr(results[-1], f)), f
 
 
-@needs_native
+@pytest.mark.parametrize("backend", [
+    pytest.param("native", marks=[pytest.mark.native, pytest.mark.skipif(not NATIVE_BUILT, reason="native not built")]),
+    "torch",
+])
 @pytest.mark.parametrize("shape", [(0, 3, 4), (2, 3, 0), (2, 0, 4)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_empty_inputs(shape, channels_last):
+def test_empty_inputs(shape, channels_last, backend):
     x = torch.randn(*shape)
-    got = native(view_of(x, channels_last))
+    got = channel_reduce(view_of(x, channels_last), THRESHOLDS, backend=backend)
     c = shape[2] if channels_last else shape[1]
     assert got.count.shape == (c,) and got.above.shape == (len(THRESHOLDS), c)
-    assert torch.all(got.count == 0) and torch.all(got.mean == 0) and torch.all(got.min == float("inf"))
+    # the contract's values for no finite value
+    for f, value in (("count", 0), ("mean", 0.0), ("m2", 0.0), ("min", math.inf), ("max", -math.inf),
+                     ("zeros", 0), ("above", 0), ("nan", 0), ("inf", 0)):
+        assert torch.all(getattr(got, f) == value), f
     assert got.sample_mean.shape == (shape[0], c) and torch.all(torch.isnan(got.sample_mean))
 
 

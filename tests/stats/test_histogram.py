@@ -241,6 +241,18 @@ def test_state_dict_round_trip_then_continue() -> None:
     assert empty.bins == 5 and empty.total == 0
 
 
+def test_state_dict_is_a_snapshot_in_both_directions() -> None:
+    # the state is updated in place: neither the dict handed out nor the dict loaded may share it
+    a = feed(AdaptiveHistogram(bins=9), np.linspace(-3, 4, 50))
+    state = a.state_dict()
+    kept = state["counts"].clone()
+    feed(a, np.linspace(-3, 4, 50))
+    b = AdaptiveHistogram.from_state_dict(state)
+    feed(b, np.linspace(-3, 4, 50))
+    assert torch.equal(state["counts"], kept)
+    assert torch.equal(b.counts, 2 * kept) and torch.equal(a.counts, b.counts)
+
+
 def test_merge_with_empty_and_bins_mismatch() -> None:
     a = feed(AdaptiveHistogram(bins=8), [1.0, 2.0])
     before = grid(a)

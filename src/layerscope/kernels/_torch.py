@@ -6,6 +6,7 @@ the native and Triton backends do the same work in one read.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 
@@ -52,11 +53,25 @@ def channel_reduce_torch(view: LayoutView, thresholds: Sequence[float]) -> Chann
     if x.dtype not in (torch.float32, torch.float64):
         x = x.to(_compute_dtype(x))
     pos_dim = 1 if view.channels_last else 2
+    if x.numel() == 0:  # no sample or no position: torch's amin/amax refuse an empty reduction
+        return _empty(x.shape[0], x.shape[3 - pos_dim], len(thresholds), x.device)
     with torch.no_grad():
         sample_sum = x.sum(dim=pos_dim).double()  # [N, C]
         if bool(torch.isfinite(sample_sum).all()):
             return _reduce_finite(x, pos_dim, sample_sum, thresholds)
         return _reduce_masked(view.nsc().double(), thresholds)
+
+
+def _empty(n: int, c: int, num_thresholds: int, device: torch.device) -> ChannelStats:
+    """The statistics of no values, as the contract gives them (sample means NaN: no position)."""
+    zeros = torch.zeros(c, dtype=torch.int64, device=device)
+    real = torch.zeros(c, dtype=torch.float64, device=device)
+    return ChannelStats(
+        count=zeros, mean=real, m2=real.clone(), min=torch.full_like(real, math.inf),
+        max=torch.full_like(real, -math.inf), zeros=zeros.clone(),
+        above=torch.zeros((num_thresholds, c), dtype=torch.int64, device=device), nan=zeros.clone(),
+        inf=zeros.clone(), sample_mean=torch.full((n, c), math.nan, dtype=torch.float64, device=device),
+    )
 
 
 def _count(x: torch.Tensor, op, value: float, pos_dim: int) -> torch.Tensor:

@@ -78,10 +78,10 @@ class ConnectionStrength:
     def state_dict(self) -> dict[str, Any]:
         if self.shape is None:
             return {}
-        state: dict[str, Any] = {f: getattr(self, f).detach().cpu() for f in _FIELDS}
+        state: dict[str, Any] = {f: getattr(self, f).detach().to("cpu", copy=True) for f in _FIELDS}
         state.update(shape=list(self.shape), kernel_size=list(self.kernel_size))
         if self.matrix is not None:
-            state["matrix"] = self.matrix.detach().cpu()
+            state["matrix"] = self.matrix.detach().to("cpu", copy=True)
         return state
 
     def _copy(self, state: dict[str, Any]) -> None:

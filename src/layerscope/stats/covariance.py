@@ -323,9 +323,10 @@ class ChannelCovariance(Planned):
         state: dict[str, Any] = {"max_channels": self.max_channels, "covariance_samples": self.max_samples,
                                  "channels": self.channels, "count": self.count, "dropped": self.dropped}
         if self.index is not None:
-            state["index"] = self.index.cpu()
+            state["index"] = self.index.to("cpu", copy=True)
         if self._sums is not None:
-            state.update(mean=self.mean.detach().cpu(), comoment=self.comoment.detach().cpu())  # fresh tensors
+            state.update(mean=self.mean.detach().to("cpu", copy=True),
+                         comoment=self.comoment.detach().to("cpu", copy=True))
         return state
 
     @classmethod

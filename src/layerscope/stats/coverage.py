@@ -294,7 +294,7 @@ class NeuronCoverage:
             "top_k": self.top_k,
             "kmnc_sections": self.kmnc_sections,
             "samples": self.samples,
-            "ranges": None if self.ranges is None else [r.detach().cpu() for r in self.ranges],
+            "ranges": None if self.ranges is None else [r.detach().to("cpu", copy=True) for r in self.ranges],
         }
         if self.nc_hits is not None:
             fields = (*self._TENSORS, *(self._RANGE_TENSORS if self.ranges is not None else ()))

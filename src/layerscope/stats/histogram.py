@@ -233,7 +233,7 @@ class AdaptiveHistogram:
         state: dict[str, Any] = {"bins": self.bins}
         if self.counts is not None:
             state.update(exponent=self.exponent, min=self.min, max=self.max)
-            state["counts"] = self.counts.detach().cpu()
+            state["counts"] = self.counts.detach().to("cpu", copy=True)  # a snapshot: the state changes in place
         return state
 
     @classmethod
@@ -242,5 +242,5 @@ class AdaptiveHistogram:
         if "counts" in state:
             acc.exponent = int(state["exponent"])
             acc.min, acc.max = float(state["min"]), float(state["max"])
-            acc.counts = torch.as_tensor(state["counts"]).to(torch.int64)
+            acc.counts = torch.as_tensor(state["counts"]).to(torch.int64, copy=True)  # updated in place later
         return acc

@@ -79,7 +79,7 @@ class TaylorImpact:
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"samples": self.samples}
         if self.abs_sum is not None:
-            state.update({f: getattr(self, f).detach().cpu() for f in _FIELDS})
+            state.update({f: getattr(self, f).detach().to("cpu", copy=True) for f in _FIELDS})
         return state
 
     @classmethod

@@ -441,12 +441,12 @@ class ChannelSpectrum(Planned):
             state.update({"kind": self.kind, "length": self.length, "spatial_shape": list(self.spatial_shape),
                           "skipped": self.skipped, "stream_steps": self.stream_steps,
                           "stream_segments": self.stream_segments})
-            state.update({f: getattr(self, f).detach().cpu() for f in _TENSORS})
+            state.update({f: getattr(self, f).detach().to("cpu", copy=True) for f in _TENSORS})
             # the parts that add up to ``power``, so that a restored accumulator goes on bit for bit
             # (optional: a state without them restores from ``power``)
             state["power_parts"] = self._parts.detach().cpu().clone()
             if self.stream:
-                state.update({f: getattr(self, f).detach().cpu() for f in _STREAM_TENSORS})
+                state.update({f: getattr(self, f).detach().to("cpu", copy=True) for f in _STREAM_TENSORS})
         return state
 
     @classmethod
