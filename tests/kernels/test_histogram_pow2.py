@@ -235,15 +235,20 @@ def test_fused_counts_on_strided_and_long_inputs(threads, shape, channels_last):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("s", [1, 4, 16, 32, 256, 9000])
 @pytest.mark.parametrize("sliced", [False, True])
-def test_fused_counts_on_contiguous_runs(threads, s, sliced):
-    # runs read in place: short ones in boxes counted slab by slab, longer ones (and the blocks of long
-    # ones) while the next unit's lines are fetched; a channel slice leaves gaps between the slabs
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_counts_on_contiguous_runs(threads, s, sliced, channels_last):
+    # values read in place: short runs in boxes counted slab by slab, longer ones (and the blocks of long
+    # ones, and channels-last tiles) while the next block's lines are fetched; a channel slice leaves
+    # gaps between the slabs and rows
     g = torch.Generator().manual_seed(s)
-    x = torch.randn(max(2, 2**17 // s), 40, s, generator=g).relu()
+    x = torch.randn(max(2, 2**15 // s), 40, s, generator=g).relu()
     x[1].view(-1)[::13] = float("nan")
     x[-1, 7, 0] = float("inf")
-    src = x[:, 3:31] if sliced else x
-    got = _fused(src, False, -4, -3, 80, threads)
+    if channels_last:  # [N, S, C], channels contiguous; 300 channels: two tiles of a block
+        x = torch.randn(max(2, 2**12 // s), s, 300, generator=g).relu()
+        x[1].view(-1)[::13] = float("nan")
+    src = (x[..., 3:290] if channels_last else x[:, 3:31]) if sliced else x
+    got = _fused(src, channels_last, -4, -3, 80, threads)
     np.testing.assert_array_equal(got.histogram[:80].numpy(), numpy_counts(src, -4, -3, 80))
 
 
