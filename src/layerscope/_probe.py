@@ -25,14 +25,29 @@ from torch import nn
 from . import analysis as _analysis
 from . import stats as _stats
 from ._errors import ConfigError
-from .capture import Layout, infer_layout, iter_float_tensors, make_view, select_modules
+from .capture import Layout, LayoutView, infer_layout, iter_float_tensors, make_view, select_modules
 from .capture.bounds import output_bounds, saturation_thresholds
-from .kernels import channel_reduce, select_backend
+from .capture.layout import view_geometry
+from .kernels import channel_reducer, select_backend
 from .report.result import LayerResult, ProbeResult
 from .stats._joint import plan_joint
 from .stats._planned import batch_key
 
 DEFAULT_STATS = ("moments", "coverage", "histogram")
+_UNCHANGED = contextlib.nullcontext()  # stateless: one instance serves every hook
+
+
+class _Plan:
+    """What a layer's hook derives from its input's shape, dtype and device: made again only when one of
+    them changes (``key``), so that a hook does not redo the view geometry and backend choice per batch."""
+
+    __slots__ = ("axis", "channels_last", "key", "reduce", "shape", "spatial_shape", "view_shape")
+
+    def __init__(self, tensor: torch.Tensor, layout: Layout, backend: str | None) -> None:
+        self.key = (tensor.shape, tensor.dtype, tensor.device)  # strides need not match: views are reshapes
+        self.shape = tuple(tensor.shape)
+        self.view_shape, self.channels_last, self.axis, self.spatial_shape = view_geometry(self.shape, layout)
+        self.reduce = channel_reducer(tensor.device, tensor.dtype, backend)  # (view, thresholds, grid)
 
 
 @dataclass
@@ -59,6 +74,7 @@ class _Layer:
     others: tuple[Any, ...] = ()
     joined: tuple[Any, ...] = ()
     joint_tried: Any = ()
+    plan: _Plan | None = None  # for the last input's shape, dtype and device
 
     @property
     def grad_accumulators(self) -> list[Any]:
@@ -183,13 +199,19 @@ class Probe:
 
     def _observe(self, name: str, module: nn.Module, tensor: torch.Tensor) -> None:
         layer = self._layers.get(name) or self._new_layer(name, module, tensor)
-        view = make_view(tensor.detach(), layer.layout)
-        with torch.no_grad():
-            reduced = channel_reduce(view, layer.thresholds, self.backend, histogram_grid=_fused_grid(layer))
+        plan = layer.plan
+        if plan is None or plan.key != (tensor.shape, tensor.dtype, tensor.device):
+            plan = layer.plan = _Plan(tensor, layer.layout, self.backend)
+        # make_view(tensor.detach(), layer.layout), its geometry taken from the plan
+        view = LayoutView(tensor.detach().reshape(plan.view_shape), plan.channels_last, plan.axis,
+                          plan.spatial_shape)
+        # Grad and inference mode are switched only where they would change something: each switch costs
+        # a few µs per layer. State made under inference_mode would be inference tensors, which a later
+        # batch run outside it (a training step, a no_grad pass) could not update in place.
+        with torch.no_grad() if torch.is_grad_enabled() else _UNCHANGED:
+            reduced = plan.reduce(view, layer.thresholds, _fused_grid(layer))
             joined = self._run_joint(layer, view, reduced)
-            # state made under inference_mode would be inference tensors, which a later batch run outside
-            # it (a training step, a no_grad pass) could not update in place
-            with torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext():
+            with torch.inference_mode(False) if torch.is_inference_mode_enabled() else _UNCHANGED:
                 for acc in layer.others if joined else layer.accumulators.values():
                     acc.update(view, reduced)
             if not joined and layer.joinable:
@@ -199,9 +221,9 @@ class Probe:
             # gradient arrives; the tensor hook holds it only until then (one batch, one backward).
             tensor.register_hook(self._make_grad_hook(layer, view))
         layer.calls += 1
-        layer.samples += view.num_samples
-        layer.shape = tuple(tensor.shape[1:])
-        self._last_layout[tuple(tensor.shape)] = layer.layout
+        layer.samples += plan.view_shape[0]
+        layer.shape = plan.shape[1:]
+        self._last_layout[plan.shape] = layer.layout
 
     @staticmethod
     def _run_joint(layer: _Layer, view: Any, reduced: Any) -> bool:

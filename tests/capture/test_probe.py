@@ -206,16 +206,16 @@ def _frozen(state):
     return state
 
 
-def _assert_same_state(a, b, where="state"):
+def _assert_unchanged(a, b, where="state"):
     assert type(a) is type(b), where
     if isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for k in a:
-            _assert_same_state(a[k], b[k], f"{where}[{k!r}]")
+            _assert_unchanged(a[k], b[k], f"{where}[{k!r}]")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same_state(x, y, f"{where}[{i}]")
+            _assert_unchanged(x, y, f"{where}[{i}]")
     elif isinstance(a, torch.Tensor):
         same = torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True))
         assert same, where
@@ -238,4 +238,44 @@ def test_state_dict_is_a_snapshot(backend):
         state = probe.state_dict()
         kept = _frozen(state)
         model(torch.randn(2, 3, 8, 8) * 3 + 1).sum().backward()
-    _assert_same_state(state, kept)
+    _assert_unchanged(state, kept)
+
+
+def _assert_same_state(got, want, rtol=0.0, atol=0.0):
+    for stat, fields in want.items():
+        for key, value in fields.items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(got[stat][key], value, rtol=rtol, atol=atol, msg=f"{stat}.{key}")
+            elif isinstance(value, float):
+                assert got[stat][key] == pytest.approx(value, rel=rtol, abs=atol), f"{stat}.{key}"
+            else:
+                assert got[stat][key] == value, f"{stat}.{key}"
+
+
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_a_layer_fed_changing_shapes_dtypes_and_strides_matches_a_probe_without_plans(backend):
+    """The hook's per-layer plan (view geometry, kernel) is made for one input shape, dtype and device: a
+    stale one would reshape or reduce later batches wrongly. Alternate them and compare, bit for bit, with
+    a probe whose plans are dropped before every batch, and closely with the torch backend on contiguous
+    copies."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.ReLU())
+    base = torch.randn(4, 3, 6, 6)
+    batches = [base, base.double(), torch.randn(2, 3, 5, 7), base.transpose(2, 3), base[:, :, ::2],
+               base.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), base * 2, base.double() - 1]
+    stats = ("moments", "coverage", "histogram")
+    with torch.inference_mode(), Probe(model, stats=stats, backend=backend) as probe:
+        for x in batches:
+            model(x)
+    with torch.inference_mode(), Probe(model, stats=stats, backend=backend) as unplanned:
+        for x in batches:
+            for layer in unplanned._layers.values():
+                layer.plan = None
+            model(x)
+    with Probe(model, stats=stats, backend="torch") as reference:
+        for x in batches:
+            model(x.contiguous())
+    _assert_same_state(probe.state_dict()["0"], unplanned.state_dict()["0"])
+    _assert_same_state(probe.state_dict()["0"], reference.state_dict()["0"], rtol=1e-6, atol=1e-9)  # float32 sums
+    meta = probe.result().layers["0"].meta
+    assert meta["samples"] == sum(x.shape[0] for x in batches) and meta["shape"] == [3, 6, 6]

@@ -130,17 +130,22 @@ def infer_layout(module: nn.Module, tensor: torch.Tensor, parent_layout: Layout 
     return Layout(1, Axis.TIME if tensor.dim() == 3 else Axis.SPACE)
 
 
+def view_geometry(
+    shape: tuple[int, ...], layout: Layout
+) -> tuple[tuple[int, int, int], bool, Axis, tuple[int, ...]]:
+    """What :func:`make_view` makes of a tensor of ``shape``: the 3-D shape of its view, ``channels_last``,
+    the axis and the spatial shape (a hook computes it once per input shape, see ``Probe``)."""
+    if len(shape) <= 2:  # [N, C]; [C] is an unbatched call (one sample), [] one value
+        n, c = (1, 1) if not shape else (1, shape[0]) if len(shape) == 1 else shape
+        return (n, 1, c), True, Axis.NONE, ()
+    if layout.channel_dim == 1:
+        spatial = tuple(shape[2:])
+        return (shape[0], shape[1], math.prod(spatial)), False, layout.axis, spatial
+    spatial = tuple(shape[1:-1])
+    return (shape[0], math.prod(spatial), shape[-1]), True, layout.axis, spatial
+
+
 def make_view(tensor: torch.Tensor, layout: Layout) -> LayoutView:
     """Reshape ``tensor`` to the 3-D view of ``layout`` (zero-copy when the tensor is contiguous)."""
-    if tensor.dim() == 0:
-        tensor = tensor.reshape(1, 1)
-    if tensor.dim() == 1:  # [C] output of an unbatched call: one sample
-        tensor = tensor.unsqueeze(0)
-    n = tensor.shape[0]
-    if tensor.dim() == 2:  # [N, C]
-        return LayoutView(tensor.unsqueeze(1), True, Axis.NONE, ())
-    if layout.channel_dim == 1:
-        c, spatial = tensor.shape[1], tuple(tensor.shape[2:])
-        return LayoutView(tensor.reshape(n, c, math.prod(spatial)), False, layout.axis, spatial)
-    c, spatial = tensor.shape[-1], tuple(tensor.shape[1:-1])
-    return LayoutView(tensor.reshape(n, math.prod(spatial), c), True, layout.axis, spatial)
+    view_shape, channels_last, axis, spatial = view_geometry(tuple(tensor.shape), layout)
+    return LayoutView(tensor.reshape(view_shape), channels_last, axis, spatial)

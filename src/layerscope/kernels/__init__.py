@@ -36,6 +36,7 @@ __all__ = [
     "StateKernels",
     "backend_info",
     "channel_reduce",
+    "channel_reducer",
     "histogram",
     "histogram_pow2",
     "kernel_environment",
@@ -159,10 +160,22 @@ def channel_reduce(
     values on that power-of-two grid in the same read, as :func:`histogram_pow2` would
     (``ChannelStats.histogram``); other backends leave ``histogram`` None and the caller counts apart.
     """
-    chosen, _ = select_backend(view.data.device, view.data.dtype, backend)
-    if histogram_grid is not None and chosen.fused_histogram:
-        return chosen.channel_reduce(view, thresholds, histogram_grid=histogram_grid)
-    return chosen.channel_reduce(view, thresholds)
+    return channel_reducer(view.data.device, view.data.dtype, backend)(view, thresholds, histogram_grid)
+
+
+def channel_reducer(
+    device: torch.device, dtype: torch.dtype, backend: str | None = None
+) -> Callable[[LayoutView, Sequence[float], tuple[int, int, int] | None], ChannelStats]:
+    """:func:`channel_reduce` for views of ``device``/``dtype``, its backend chosen now: a caller that
+    reduces many activations of one kind (a probe's hook) picks it once, not per call."""
+    chosen, _ = select_backend(device, dtype, backend)
+    if chosen.fused_histogram:
+        return chosen.channel_reduce  # takes histogram_grid (None: no counting)
+
+    def reduce(view: LayoutView, thresholds: Sequence[float], histogram_grid: Any = None) -> ChannelStats:
+        return chosen.channel_reduce(view, thresholds)  # no fused counts: the caller counts apart
+
+    return reduce
 
 
 def histogram(x: torch.Tensor, bins: int, lo: float, hi: float, backend: str | None = None) -> torch.Tensor:

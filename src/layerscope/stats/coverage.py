@@ -32,6 +32,7 @@ otherwise: on CUDA, or without a compiler).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -127,7 +128,7 @@ class NeuronCoverage:
         self.backend = backend  # a forced kernel backend: "torch" runs the torch code below on CPU too
         self.samples = 0
         self.nc_hits: torch.Tensor | None = None  # every state tensor is None until the first update
-        self._np_cache: tuple[tuple[Any, ...], ...] | None = None  # see _native_views
+        self._np_cache: tuple[Any, ...] | None = None  # see _native_update
 
     @staticmethod
     def _parse_ranges(ranges: RangeLike | None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -160,33 +161,31 @@ class NeuronCoverage:
             )
         if values.shape[0] == 0:  # an empty batch covers nothing (and torch's amin refuses it)
             return
-        native = state_kernels(self.nc_hits.device, self.backend)
+        native, state, ranges = self._native_update()
         if native is not None and (arrays is not None or values.is_cpu):
             # the reduction's NumPy array when it made one (no tensor round trip), and the state's views
-            state, ranges = self._native_views()
-            native.coverage_update(values if arrays is None else arrays[9], self._taus, self.top_k, state, ranges)
+            native(values if arrays is None else arrays[9], self._taus, self.top_k, state, ranges)
             self.samples += values.shape[0]
             return
         values = reduced.sample_mean.to(torch.float64)  # the torch code: CUDA state, or a forced backend
         self._absorb(self._batch_state(torch.where(torch.isfinite(values), values, torch.nan)))
 
-    def _native_views(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...] | None]:
-        """NumPy views of the CPU state and range state, made again only when a tensor was replaced."""
-        tensors = (*self._state(), *(self._range_state() or ()))
+    def _native_update(self) -> tuple[Any, tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
+        """The native in-place update for the state (None: the torch code runs) and NumPy views of the CPU
+        state and range state; looked up again only when a state tensor was replaced, not per update."""
+        tensors = (self.nc_hits, self.topk_hits, self.low, self.high, self.skipped)
+        if self.ranges is not None:
+            tensors += (*self.ranges, self.kmnc_hits, self.lower_hits, self.upper_hits)
         cache = self._np_cache
-        stale = cache is None or len(cache[0]) != len(tensors)
-        if stale or any(a is not b for a, b in zip(cache[0], tensors, strict=True)):
-            arrays = tuple(t.numpy() for t in tensors)
-            self._np_cache = cache = (tensors, arrays[:5], arrays[5:] or None)
-        return cache[1], cache[2]
-
-    def _state(self) -> tuple[torch.Tensor, ...]:
-        return (self.nc_hits, self.topk_hits, self.low, self.high, self.skipped)
-
-    def _range_state(self) -> tuple[torch.Tensor, ...] | None:
-        if self.ranges is None:
-            return None
-        return (*self.ranges, self.kmnc_hits, self.lower_hits, self.upper_hits)
+        if cache is None or len(cache[0]) != len(tensors) or not all(map(operator.is_, cache[0], tensors)):
+            native = state_kernels(self.nc_hits.device, self.backend)
+            if native is None or not self.nc_hits.is_cpu:
+                cache = (tensors, None, None, None)
+            else:
+                arrays = tuple(t.numpy() for t in tensors)
+                cache = (tensors, native.coverage_update, arrays[:5], arrays[5:] or None)
+            self._np_cache = cache
+        return cache[1], cache[2], cache[3]
 
     def _init_state(self, c: int, device: torch.device) -> None:
         if self.ranges is not None and self.ranges[0].numel() != c:

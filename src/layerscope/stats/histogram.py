@@ -120,6 +120,7 @@ class AdaptiveHistogram:
         self.min = math.inf
         self.max = -math.inf
         self.counts: torch.Tensor | None = None
+        self._grid: tuple[Any, ...] = (None, None)  # (exponent, min, bins) → fused_grid() (see there)
 
     # -- grid ------------------------------------------------------------------------------------
     @property
@@ -159,7 +160,10 @@ class AdaptiveHistogram:
     def fused_grid(self) -> tuple[int, int, int] | None:
         """``(exponent, offset, bins)`` of the current grid, for a reduction that counts in its own read
         (None before the first finite value: the first batch sets the grid)."""
-        return None if self.exponent is None else (self.exponent, self.offset, self.bins)
+        key = (self.exponent, self.min, self.bins)  # the grid is a function of these (asked ~3 times a batch)
+        if key != self._grid[0]:
+            self._grid = (key, None if self.exponent is None else (self.exponent, self.offset, self.bins))
+        return self._grid[1]
 
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
         # The fused reduction already holds the finite extremes of each channel: one sync, no extra pass.

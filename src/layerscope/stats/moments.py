@@ -54,14 +54,14 @@ class ChannelMoments:
         self.backend = backend  # a forced kernel backend: "torch" merges with the torch code on CPU too
         self.count: torch.Tensor | None = None  # every field is None until the first update
         self._np_state: tuple[Any, ...] | None = None  # NumPy views of the CPU state (native merges)
+        self._native_merge: Any = None  # the native merge into _np_state, when there is one (see _views)
 
     def update(self, view: LayoutView, reduced: ChannelStats) -> None:
         arrays = getattr(reduced, "arrays", None)  # NumPy arrays of a native reduction
-        if arrays is not None and self.count is not None and arrays[0].shape == self._np_state[0].shape:
-            native = state_kernels(self.count.device, self.backend)
-            if native is not None:  # NumPy partial straight into the NumPy views of the state
-                native.moments_merge(self._np_state, arrays[:9])
-                return
+        merge = self._native_merge
+        if arrays is not None and merge is not None and arrays[0].shape == self._np_state[0].shape:
+            merge(self._np_state, arrays[:9])  # NumPy partial straight into the NumPy views of the state
+            return
         self._absorb(self._fields(reduced))
 
     def merge(self, other: Self) -> None:
@@ -82,9 +82,8 @@ class ChannelMoments:
                 f"channel count changed from {self.count.shape[0]} to {fields[0].shape[0]}: a layer's "
                 "outputs must keep the same number of channels (set its layout explicitly)"
             )
-        native = state_kernels(self.count.device, self.backend)
-        if native is not None and fields[0].is_cpu:
-            native.moments_merge(self._np_state, tuple(t.contiguous().numpy() for t in fields))
+        if self._native_merge is not None and fields[0].is_cpu:
+            self._native_merge(self._np_state, tuple(t.contiguous().numpy() for t in fields))
             return
         dev = self.count.device
         part = {f: t if t.device == dev else t.to(dev) for f, t in zip(self._FIELDS, fields, strict=True)}
@@ -98,8 +97,11 @@ class ChannelMoments:
         self._views()
 
     def _views(self) -> None:
-        """NumPy views of the CPU state (the native merge updates them, hence the tensors, in place)."""
+        """NumPy views of the CPU state (the native merge updates them, hence the tensors, in place), and
+        that merge: looked up here, each time the state tensors are made, rather than per update."""
+        native = state_kernels(self.count.device, self.backend) if self.count.is_cpu else None
         self._np_state = tuple(t.numpy() for t in self._fields(self)) if self.count.is_cpu else None
+        self._native_merge = None if native is None else native.moments_merge
 
     @property
     def variance(self) -> torch.Tensor:
