@@ -465,10 +465,8 @@ private:
             if (samples_per_block_) {
                 const i64 n0 = rest * samples_per_block_, n1 = std::min(x_.n, n0 + samples_per_block_);
                 if (x_.s == 0) continue;
-                for (i64 c = c0; c < c1; c += tile_) {
-                    aim_tile(sc, in_ + n0 * x_.sn, (n1 - n0) * x_.s, c + tile_, c1, true);
+                for (i64 c = c0; c < c1; c += tile_)
                     block(acc, sc, in_ + n0 * x_.sn, (n1 - n0) * x_.s, c, std::min(tile_, c1 - c), n0, -1);
-                }
             } else {
                 const i64 k = rest % chunks_, n = rest / chunks_;
                 const i64 s0 = k * chunk_len_, s1 = std::min(x_.s, s0 + chunk_len_);
@@ -476,13 +474,8 @@ private:
                 std::fill_n(sc.unit_cnt.data(), c1 - c0, 0);
                 for (i64 b = s0; b < s1; b += rows_) {
                     const In* base = in_ + n * x_.sn + b * x_.ss;
-                    for (i64 c = c0; c < c1; c += tile_) {
-                        if (c + tile_ < c1) aim_tile(sc, base, std::min(rows_, s1 - b), c + tile_, c1, false);
-                        else if (b + rows_ < s1)
-                            aim_tile(sc, base + rows_ * x_.ss, std::min(rows_, s1 - b - rows_), c0, c1, false);
-                        else sc.ahead.clear();
+                    for (i64 c = c0; c < c1; c += tile_)
                         block(acc, sc, base, std::min(rows_, s1 - b), c, std::min(tile_, c1 - c), n, c - c0);
-                    }
                     if (chunks_ == 1) continue;  // else each block's sums are kept apart (align_chunks)
                     for (i64 c = c0; c < c1; ++c) put_sample(b / rows_, n, c, sc.unit_sum[c - c0], sc.unit_cnt[c - c0]);
                     std::fill_n(sc.unit_sum.data(), c1 - c0, 0.0);
@@ -492,16 +485,6 @@ private:
                 for (i64 c = c0; c < c1; ++c) put_sample(0, n, c, sc.unit_sum[c - c0], sc.unit_cnt[c - c0]);
             }
         }
-    }
-
-    // Points sc.ahead at the block of channels [c, min(c + tile, c_end)) of rows × channels from base
-    // (nothing past c_end, or when the channels are not contiguous): block() fetches it while its
-    // histogram counts. samples: the rows are whole samples (block's unit_at < 0).
-    void aim_tile(Scratch& sc, const In* base, i64 rows, i64 c, i64 c_end, bool samples) {
-        sc.ahead.clear();
-        if (!hist_ || x_.sc != 1 || c >= c_end) return;
-        const i64 stride = samples && x_.s == 1 ? x_.sn : x_.ss, size = static_cast<i64>(sizeof(In));
-        sc.ahead.set(base + c, rows, stride * size, std::min(tile_, c_end - c) * size);
     }
 
     // One block: rows × width values from base (+ channel c0). With unit_at ≥ 0 the rows are positions
@@ -514,11 +497,7 @@ private:
         TileScratch<E>& ts = sc.tile;
         const i64 group_rows = unit_at < 0 ? x_.s : rows;
         const bool finite = tile_fast(v, rows, ld, width, group_rows, thr_.data(), num_thr_, ts);
-        if constexpr (std::is_same_v<E, float>) {
-            if (hist_) pow2_count(v, rows, ld, width, *hist_, acc.table.data(), &sc.ahead);
-        } else {
-            if (hist_) pow2_count(v, rows, ld, width, *hist_, acc.table.data());
-        }
+        if (hist_) pow2_count(v, rows, ld, width, *hist_, acc.table.data());
         if (finite) {
             acc.add_tile(c0, ts, rows, width);
         } else {
