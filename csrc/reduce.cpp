@@ -299,10 +299,11 @@ private:
     }
 
     // Points sc.ahead at the first block of channels-first unit u (nothing when u is past u1 or the
-    // positions are not contiguous): runs() and long_run() fetch it while their histogram counts.
+    // positions are not contiguous): runs() and long_run() fetch it while their histogram counts, or
+    // without the histogram during pass 2.
     void aim(Scratch& sc, i64 u, i64 u1) {
         sc.ahead.clear();
-        if (!hist_ || u >= u1 || x_.ss != 1 || x_.s == 0) return;
+        if (u >= u1 || x_.ss != 1 || x_.s == 0) return;
         const i64 size = static_cast<i64>(sizeof(In));
         if (box_channels_) {
             const i64 c0 = u / box_blocks_ * box_channels_, n0 = u % box_blocks_ * samples_per_block_;
@@ -335,12 +336,16 @@ private:
         std::fill(sc.above.begin(), sc.above.end(), 0);
         Partial p;
         bool fast;
+        // without the histogram, pass 2 fetches the next unit (with it, the histogram's count does)
+        LineAhead none;
+        LineAhead& ahead = hist_ ? none : sc.ahead;
+        double* sums = sc.row_sums.data();
         if constexpr (std::is_same_v<E, float>) {  // runs of one vector: the loop over runs
             fast = len <= kShortLen
-                       ? short_runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data())
-                       : runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data());
+                       ? short_runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sums, ahead)
+                       : runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sums, ahead);
         } else {
-            fast = runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sc.row_sums.data());
+            fast = runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sums, ahead);
         }
         if (fast) {
             std::fill_n(sc.row_counts.data(), rows, len);
@@ -433,7 +438,7 @@ private:
         const LineAhead next_unit = sc.ahead;  // aim's: fetched during the last block
         for (i64 b = s0; b < s1; b += kBlock) {
             if (b + kBlock >= s1) sc.ahead = next_unit;
-            else if (hist_ && x_.ss == 1)
+            else if (x_.ss == 1)
                 sc.ahead.set(row + b + kBlock, 1, 0, std::min(kBlock, s1 - b - kBlock) * i64(sizeof(In)));
             runs(acc, sc, ch, row + b * x_.ss, 1, 0, std::min(kBlock, s1 - b));
             if (chunks_ > 1) put_sample(b / kBlock, n, ch, sc.row_sums[0], sc.row_counts[0]);

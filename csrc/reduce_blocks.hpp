@@ -201,7 +201,8 @@ LS_INLINE void runs_count_above(const E* x, i64 rows, i64 stride, i64 len, E th0
 
 // Pass 2: Σd and Σd² over the runs (d = x − shift, shift a value of type E).
 template <class E, bool Tail>
-LS_INLINE void runs_pass2(const E* x, i64 rows, i64 stride, i64 len, E shift, double& sd, double& sq) {
+LS_INLINE void runs_pass2(const E* x, i64 rows, i64 stride, i64 len, E shift, double& sd, double& sq,
+                          LineAhead& ahead) {
     E a[kLanes] = {}, q[kLanes] = {};
     double A[kLanes] = {}, Q[kLanes] = {};
     i64 pending = 0;  // values in a, q since their last flush
@@ -214,6 +215,7 @@ LS_INLINE void runs_pass2(const E* x, i64 rows, i64 stride, i64 len, E shift, do
             pending += end - i;
             for (; i < end; i += kLanes) {
                 const E* xi = row + i;
+                ahead.step();
 #pragma omp simd
                 for (int j = 0; j < kLanes; ++j) {
                     const E d = xi[j] - shift;
@@ -282,7 +284,7 @@ LS_INLINE Pass1<E> runs_pass1_thr(const E* x, i64 rows, i64 stride, i64 len, con
 // row_sums[r] receives the sum of run r.
 template <class E>
 LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
-                              i64* above, double* row_sums) {
+                              i64* above, double* row_sums, LineAhead& ahead) {
     const bool tail = len % kLanes != 0;
     const Pass1<E> r = tail ? runs_pass1_thr<E, true>(x, rows, stride, len, thr, num_thr, above, row_sums)
                             : runs_pass1_thr<E, false>(x, rows, stride, len, thr, num_thr, above, row_sums);
@@ -299,8 +301,8 @@ LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E
     // two of it (Sterbenz), which is every x when the spread is small next to the mean
     const E shift = static_cast<E>(r.sum / static_cast<double>(n));
     double sd = 0, sq = 0;
-    if (tail) runs_pass2<E, true>(x, rows, stride, len, shift, sd, sq);
-    else runs_pass2<E, false>(x, rows, stride, len, shift, sd, sq);
+    if (tail) runs_pass2<E, true>(x, rows, stride, len, shift, sd, sq, ahead);
+    else runs_pass2<E, false>(x, rows, stride, len, shift, sd, sq, ahead);
     // finite data whose squares overflow the compute type (|x − mean| ≳ 1e19 in float32): the masked
     // path, in float64, takes the block
     if (!std::isfinite(sq) || !std::isfinite(sd)) {
@@ -313,13 +315,14 @@ LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E
     return true;
 }
 
+// ahead: lines fetched during pass 2 (see LineAhead), a line per 16 values
 LS_CLONES bool runs_fast(const float* x, i64 rows, i64 stride, i64 len, const float* thr, int num_thr, Partial& p,
-                         i64* above, double* row_sums) {
-    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums);
+                         i64* above, double* row_sums, LineAhead& ahead) {
+    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums, ahead);
 }
 LS_CLONES bool runs_fast(const double* x, i64 rows, i64 stride, i64 len, const double* thr, int num_thr,
-                         Partial& p, i64* above, double* row_sums) {
-    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums);
+                         Partial& p, i64* above, double* row_sums, LineAhead& ahead) {
+    return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums, ahead);
 }
 // ---- hot loop: many runs of at most kShortLen float32 values (short runs, see run_box) -------------
 //
@@ -398,10 +401,11 @@ LS_INLINE double short_pass1(i64 rows, i64 full, i64 tail, const i16v& mask, con
     return total;
 }
 
-// Fast path over rows runs of len ≤ kShortLen float32 values (run r at x + r·stride); as runs_fast:
+// Fast path over rows runs of len ≤ kShortLen float32 values (run r at x + r·stride); as runs_fast
+// (ahead included):
 // false when they hold a non-finite value or squares past the float limit (nothing written then).
 LS_CLONES bool short_runs_fast(const float* x, i64 rows, i64 stride, i64 len, const float* thr, int num_thr,
-                               Partial& p, i64* above, double* row_sums) {
+                               Partial& p, i64* above, double* row_sums, LineAhead& ahead) {
     const i64 full = len / kLanes, tail = len % kLanes, span = (full + (tail > 0)) * kLanes;
     i16v mask;
     for (int j = 0; j < kLanes; ++j) mask[j] = j < tail ? -1 : 0;
@@ -441,12 +445,14 @@ LS_CLONES bool short_runs_fast(const float* x, i64 rows, i64 stride, i64 len, co
             for (i64 k = 0; k < full; ++k) {
                 f16v v;
                 __builtin_memcpy(&v, row + k * kLanes, sizeof(v));
+                ahead.step();
                 const f16v d = v - shift;
                 a += d, q += d * d;
             }
             if (tail > 0) {
                 f16v raw;
                 __builtin_memcpy(&raw, row + full * kLanes, sizeof(raw));
+                ahead.step();
                 const f16v d = (f16v)((i16v)(raw - shift) & mask);
                 a += d, q += d * d;
             }
