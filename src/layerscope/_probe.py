@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,13 @@ from .stats._planned import batch_key
 
 DEFAULT_STATS = ("moments", "coverage", "histogram")
 _UNCHANGED = contextlib.nullcontext()  # stateless: one instance serves every hook
+
+
+@contextlib.contextmanager
+def _outside_inference_mode() -> Iterator[None]:
+    """Out of inference mode, autograd still off: leaving inference mode alone turns grad mode back on."""
+    with torch.inference_mode(False), torch.no_grad():
+        yield
 
 
 class _Plan:
@@ -211,7 +218,7 @@ class Probe:
         with torch.no_grad() if torch.is_grad_enabled() else _UNCHANGED:
             reduced = plan.reduce(view, layer.thresholds, _fused_grid(layer))
             joined = self._run_joint(layer, view, reduced)
-            with torch.inference_mode(False) if torch.is_inference_mode_enabled() else _UNCHANGED:
+            with _outside_inference_mode() if torch.is_inference_mode_enabled() else _UNCHANGED:
                 for acc in layer.others if joined else layer.accumulators.values():
                     acc.update(view, reduced)
             if not joined and layer.joinable:

@@ -1,5 +1,6 @@
 """The Probe end to end: capture of every output kind, statistics vs a brute-force NumPy reference."""
 
+import contextlib
 import gc
 import weakref
 from collections import OrderedDict
@@ -279,3 +280,29 @@ def test_a_layer_fed_changing_shapes_dtypes_and_strides_matches_a_probe_without_
     _assert_same_state(probe.state_dict()["0"], reference.state_dict()["0"], rtol=1e-6, atol=1e-9)  # float32 sums
     meta = probe.result().layers["0"].meta
     assert meta["samples"] == sum(x.shape[0] for x in batches) and meta["shape"] == [3, 6, 6]
+
+
+@pytest.mark.parametrize("mode", ["inference_mode", "no_grad", "grad"])
+def test_accumulators_update_with_autograd_off(mode):
+    """Every update runs with autograd off, whatever mode the forward pass runs in (leaving inference mode
+    for the state's sake alone would turn grad mode back on), and out of inference mode."""
+    from layerscope.stats import ACCUMULATORS
+
+    seen = []
+
+    class Spy:
+        def __init__(self, **_):
+            pass
+
+        def update(self, view, reduced):
+            seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+
+    ACCUMULATORS.register("spy-grad-mode")(Spy)
+    try:
+        model = nn.Sequential(nn.Linear(3, 4))
+        ctx = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad, "grad": contextlib.nullcontext}
+        with Probe(model, stats=("spy-grad-mode",)), ctx[mode]():
+            model(torch.randn(2, 3))
+    finally:
+        ACCUMULATORS._items.pop("spy-grad-mode")
+    assert seen == [(False, False)]
