@@ -290,3 +290,38 @@ def test_moments_merge_rejects_mismatched_parts() -> None:
     as_f32 = (arrays[0], arrays[1].astype(np.float32), *arrays[2:])
     with pytest.raises(ValueError, match=r"part\.mean: expected a C-contiguous float64"):
         _native._C.moments_merge(arrays, as_f32)
+
+
+@pytest.mark.skipif(not NATIVE_BUILT, reason=f"native extension not built: {native_error()}")
+@pytest.mark.parametrize("copy_of", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("stat", ["moments", "coverage", "histogram"])
+def test_a_copy_updates_its_own_state(stat, copy_of):
+    # the native updates write through NumPy views of the state tensors: a copy must view its own
+    import copy
+    import pickle
+
+    from layerscope.stats import ACCUMULATORS
+
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(4, 5, 6, 6, generator=g), torch.randn(4, 5, 6, 6, generator=g) * 4 + 2]
+    views = [make_view(x, Layout(1, Axis.SPACE)) for x in xs]
+    make = ACCUMULATORS.get(stat)
+
+    def fed(acc, views):
+        for v in views:
+            acc.update(v, kernels.channel_reduce(v, (0.0,), backend="native", histogram_grid=getattr(
+                acc, "fused_grid", lambda: None)()))
+        return acc
+
+    original = fed(make(thresholds=(0.0,)), views[:1])
+    before = original.state_dict()
+    twin = copy.deepcopy(original) if copy_of == "deepcopy" else pickle.loads(pickle.dumps(original))
+    fed(twin, views[1:])
+    want = fed(make(thresholds=(0.0,)), views).state_dict()
+    got = twin.state_dict()
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(got[key], value) or torch.allclose(got[key], value, rtol=0, atol=0, equal_nan=True), key
+    for key, value in original.state_dict().items():  # and the original is as it was
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, before[key]) or torch.allclose(value, before[key], equal_nan=True), key

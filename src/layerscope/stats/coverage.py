@@ -170,6 +170,10 @@ class NeuronCoverage:
         values = reduced.sample_mean.to(torch.float64)  # the torch code: CUDA state, or a forced backend
         self._absorb(self._batch_state(torch.where(torch.isfinite(values), values, torch.nan)))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the cached NumPy views (a copy's would not view its tensors)."""
+        return {**self.__dict__, "_np_cache": None}
+
     def _native_update(self) -> tuple[Any, tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
         """The native in-place update for the state (None: the torch code runs) and NumPy views of the CPU
         state and range state; looked up again only when a state tensor was replaced, not per update."""

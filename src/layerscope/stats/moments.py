@@ -96,6 +96,15 @@ class ChannelMoments:
             setattr(self, f, getattr(self, f) + part[f])
         self._views()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy and pickle: without the NumPy views, which would be copied apart from the tensors."""
+        return {**self.__dict__, "_np_state": None, "_native_merge": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.count is not None:
+            self._views()  # views of this copy's own tensors
+
     def _views(self) -> None:
         """NumPy views of the CPU state (the native merge updates them, hence the tensors, in place), and
         that merge: looked up here, each time the state tensors are made, rather than per update."""
