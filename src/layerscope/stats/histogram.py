@@ -177,14 +177,16 @@ class AdaptiveHistogram:
             self._grow(lo, hi, view.data.device)
             if before != self.fused_grid():
                 before = None  # the reduction counted on the old grid (or none): count again
-        if before is not None and reduced.histogram is not None and reduced.histogram_grid == before:
+        if before is not None and reduced.histogram_grid == before:
             # counted during the reduction's read on this very grid, and every value fell inside it
-            if getattr(reduced, "histogram_array", None) is not None and self.counts.is_cpu:
+            array = getattr(reduced, "histogram_array", None)  # NumPy counts: no tensor made for them
+            if array is not None and self.counts.is_cpu:
                 counts = self.counts.numpy()  # a view: the NumPy add updates the state in place
-                np.add(counts, reduced.histogram_array[: self.bins], out=counts)
-            else:
+                np.add(counts, array[: self.bins], out=counts)
+                return
+            if reduced.histogram is not None:
                 self.counts += reduced.histogram[: self.bins].to(self.counts.device)
-            return
+                return
         self.counts += bin_values(view.data, self.exponent, self.offset, self.bins, self.backend).to(
             self.counts.device
         )
