@@ -232,7 +232,9 @@ LS_AVX512 LS_INLINE __m512i slots16(__m512 v, const Slots16& g) {
 // loads and stores of the increments overlap the vector work instead of following it (−13% time on
 // normal data). Without a joint table (many bins) the buffer is counted one slot at a time, when full.
 LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Grid<float>& g, i64 hot_slot,
-                            const Table& t, LineAhead& ahead) {
+                            const Table& t, LineAhead* ahead_or_null = nullptr) {
+    LineAhead none;
+    LineAhead& ahead = ahead_or_null ? *ahead_or_null : none;
     alignas(64) std::int32_t buf[kChunk + 48];         // + one vector of slots, + room for make_pairs' move
     alignas(64) std::int32_t pair[(kChunk + 16) / 2];  // pair indices of the last buffer
     const Slots16 s16{_mm512_set1_ps(g.scale), _mm512_set1_ps(g.base), _mm512_set1_ps(g.base + g.nb + 1),
@@ -334,15 +336,13 @@ void count_range(const In* x, i64 begin, i64 end, const Pow2Counter& pc, bool f3
 #ifdef LS_POW2_AVX512
             if (has_avx512()) {
                 if constexpr (std::is_same_v<In, float>) {
-                    LineAhead none;
-                    count_avx512(x + begin, 1, 0, end - begin, g, zero_slot(pc), t, none);
+                    count_avx512(x + begin, 1, 0, end - begin, g, zero_slot(pc), t);
                 } else {
                     alignas(64) float buf[kConvert];
                     for (i64 i = begin; i < end; i += kConvert) {
                         const i64 take = std::min(kConvert, end - i);
                         for (i64 k = 0; k < take; ++k) buf[k] = to_float(x[i + k]);
-                        LineAhead none;
-                        count_avx512(buf, 1, 0, take, g, zero_slot(pc), t, none);
+                        count_avx512(buf, 1, 0, take, g, zero_slot(pc), t);
                     }
                 }
                 return;
@@ -368,10 +368,7 @@ void pow2_count(const float* x, i64 rows, i64 ld, i64 len, const Pow2Counter& g,
     const Table t = layout(table, g.bins);
     if (float32_grid(DType::f32, g.e, g.j0, g.bins)) {
 #ifdef LS_POW2_AVX512
-        if (has_avx512()) {
-            LineAhead none;
-            return count_avx512(x, rows, ld, len, make_grid<float>(g), zero_slot(g), t, ahead ? *ahead : none);
-        }
+        if (has_avx512()) return count_avx512(x, rows, ld, len, make_grid<float>(g), zero_slot(g), t, ahead);
 #endif
         pow2_rows(x, rows, ld, len, make_grid<float>(g), t);
     } else {
