@@ -1,6 +1,7 @@
 """The Probe end to end: capture of every output kind, statistics vs a brute-force NumPy reference."""
 
 import contextlib
+import copy
 import gc
 import weakref
 from collections import OrderedDict
@@ -194,36 +195,24 @@ def test_a_probe_inside_and_then_outside_inference_mode():
         assert probe.result().layers["1"].meta["samples"] == 3
 
 
-def _frozen(state):
-    """A deep copy of a state dict: its tensors and arrays cloned."""
-    if isinstance(state, dict):
-        return {k: _frozen(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_frozen(v) for v in state)
-    if isinstance(state, torch.Tensor):
-        return state.clone()
-    if isinstance(state, np.ndarray):
-        return state.copy()
-    return state
-
-
-def _assert_unchanged(a, b, where="state"):
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_unchanged(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_unchanged(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        same = torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True))
-        assert same, where
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b, err_msg=where)
+def _assert_same_state(got, want, rtol=0.0, atol=0.0, equal_nan=False, where="state"):
+    """Nested state dicts alike: tensors, arrays and floats within rtol/atol, everything else equal."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for k in want:
+            _assert_same_state(got[k], want[k], rtol, atol, equal_nan, f"{where}[{k!r}]")
+    elif isinstance(want, (list, tuple)):
+        assert type(got) is type(want) and len(got) == len(want), where
+        for i, (x, y) in enumerate(zip(got, want, strict=True)):
+            _assert_same_state(x, y, rtol, atol, equal_nan, f"{where}[{i}]")
+    elif isinstance(want, torch.Tensor):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol, equal_nan=equal_nan, msg=where)
+    elif isinstance(want, np.ndarray):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, equal_nan=equal_nan, err_msg=where)
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=rtol, abs=atol, nan_ok=equal_nan), where
     else:
-        assert a == b or (a != a and b != b), where  # NaN == NaN here
+        assert got == want, where
 
 
 @pytest.mark.parametrize("backend", [None, "torch"])
@@ -237,20 +226,9 @@ def test_state_dict_is_a_snapshot(backend):
     with Probe(model, stats=tuple(ACCUMULATORS.names()), backend=backend) as probe:
         model(torch.randn(2, 3, 8, 8)).sum().backward()
         state = probe.state_dict()
-        kept = _frozen(state)
+        kept = copy.deepcopy(state)
         model(torch.randn(2, 3, 8, 8) * 3 + 1).sum().backward()
-    _assert_unchanged(state, kept)
-
-
-def _assert_same_state(got, want, rtol=0.0, atol=0.0):
-    for stat, fields in want.items():
-        for key, value in fields.items():
-            if isinstance(value, torch.Tensor):
-                torch.testing.assert_close(got[stat][key], value, rtol=rtol, atol=atol, msg=f"{stat}.{key}")
-            elif isinstance(value, float):
-                assert got[stat][key] == pytest.approx(value, rel=rtol, abs=atol), f"{stat}.{key}"
-            else:
-                assert got[stat][key] == value, f"{stat}.{key}"
+    _assert_same_state(state, kept, equal_nan=True)
 
 
 @pytest.mark.parametrize("backend", [None, "torch"])
