@@ -233,8 +233,7 @@ LS_AVX512 LS_INLINE __m512i slots16(__m512 v, const Slots16& g) {
 // normal data). Without a joint table (many bins) the buffer is counted one slot at a time, when full.
 LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Grid<float>& g, i64 hot_slot,
                             const Table& t, LineAhead* ahead_or_null = nullptr) {
-    LineAhead none;
-    LineAhead& ahead = ahead_or_null ? *ahead_or_null : none;
+    LineAhead ahead = ahead_or_null ? *ahead_or_null : LineAhead();  // a local copy (see LineAhead)
     alignas(64) std::int32_t buf[kChunk + 48];         // + one vector of slots, + room for make_pairs' move
     alignas(64) std::int32_t pair[(kChunk + 16) / 2];  // pair indices of the last buffer
     const Slots16 s16{_mm512_set1_ps(g.scale), _mm512_set1_ps(g.base), _mm512_set1_ps(g.base + g.nb + 1),
@@ -290,6 +289,7 @@ LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Gri
     }
     count_slots(buf, n, t.slots, t.ways);
     t.ways[hot_slot] += hot_count;
+    if (ahead_or_null) *ahead_or_null = ahead;
 }
 #endif
 

@@ -181,6 +181,7 @@ private:
     i64 samples_per_block_ = 0;       // short runs / short S: whole samples per block (0: off)
     i64 box_channels_ = 0;            // channels first, short runs: channels per box (0: off)
     i64 box_blocks_ = 1;              // boxes along the batch, per block of box_channels_ channels
+    i64 gather_len_ = 0;              // values of a box copied contiguous before its passes (0: none)
     i64 tile_ = 1, rows_ = 1;         // channels last: channels per tile, positions per block
     i64 channel_groups_ = 1, channel_group_len_ = 0;
     const ReduceOut* out_ = nullptr;
@@ -197,6 +198,7 @@ private:
         std::vector<i64> row_counts;
         std::vector<double> box_sums;  // short runs: per-run sums of a box, [channel][sample]
         std::vector<i64> box_counts;
+        std::vector<In> gathered;      // a box of short runs, copied contiguous (see gathers)
         LineAhead ahead;               // the next unit's lines, fetched while the histogram counts this one
         explicit Scratch(const Reducer& r)
             : values(r.copies() ? static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_)) : 0),
@@ -204,7 +206,7 @@ private:
               tile(r.tile_, r.num_thr_), unit_sum(r.channel_group_len_), unit_cnt(r.channel_group_len_),
               row_sums(std::max<i64>(r.samples_per_block_, 1)), row_counts(row_sums.size()),
               box_sums(static_cast<std::size_t>(r.box_channels_ * r.samples_per_block_)),
-              box_counts(box_sums.size()) {}
+              box_counts(box_sums.size()), gathered(static_cast<std::size_t>(r.gather_len_)) {}
     };
 
     // Whether load_runs / load_tile copy into Scratch::values (else they read the input in place and
@@ -212,6 +214,12 @@ private:
     bool copies() const {
         return !std::is_same_v<In, E> || (channels_last_ ? x_.sc != 1 : x_.ss != 1);
     }
+
+    // Whether a box of short runs is first copied contiguous (Scratch::gathered). Its samples lie C·S
+    // apart, a whole number of pages for the usual shapes: they all fall into the same few L1 sets, and
+    // every pass after the first read them again from L2. [64, 512, 16]: −16% time on one thread. Units
+    // of longer runs measured slower with the copy (the copy costs more than the sets it frees).
+    bool gathers() const { return std::is_same_v<In, E> && x_.ss == 1 && x_.n > 1 && x_.sn != x_.s; }
 
     static i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / std::max<i64>(b, 1); }
 
@@ -228,6 +236,7 @@ private:
             box_channels_ = std::min(box_channels_, std::max<i64>(x_.c, 1));
             box_blocks_ = ceil_div(x_.n, samples_per_block_);
             units_ = ceil_div(x_.c, box_channels_) * box_blocks_;
+            if (gathers() && x_.sc == x_.s) gather_len_ = samples_per_block_ * box_channels_ * s;
             return;
         }
         if (x_.s <= kBlock) {
@@ -386,19 +395,25 @@ private:
                 for (i64 c = 0; c < c1 - c0; ++c) touch(base + c * x_.sc, x_.s);
             }
         }
+        const i64 width = (c1 - c0) * x_.s;
+        const In* box = in_ + n0 * x_.sn + c0 * x_.sc;
+        i64 box_ld = x_.sn;
+        if (gather_len_) {
+            In* dst = sc.gathered.data();
+            for (i64 n = n0; n < n1; ++n) std::copy_n(in_ + n * x_.sn + c0 * x_.sc, width, dst + (n - n0) * width);
+            box = dst, box_ld = width;
+        }
         // the histogram counts the box in one call, slab by slab (a call per channel, of runs of 16
         // values, cost a fifth more)
         const bool box_count = hist_ && slab && std::is_same_v<In, E>;
         for (i64 c = c0; c < c1; ++c) {
-            runs(acc, sc, c, in_ + n0 * x_.sn + c * x_.sc, rows, x_.sn, x_.s, !box_count);
+            runs(acc, sc, c, box + (c - c0) * x_.sc, rows, box_ld, x_.s, !box_count);
             std::copy_n(sc.row_sums.data(), rows, sc.box_sums.data() + (c - c0) * samples_per_block_);
             std::copy_n(sc.row_counts.data(), rows, sc.box_counts.data() + (c - c0) * samples_per_block_);
         }
         if (box_count) {
-            const In* box = in_ + n0 * x_.sn + c0 * x_.sc;
-            const i64 len = (c1 - c0) * x_.s;
-            if constexpr (std::is_same_v<In, float>) pow2_count(box, rows, x_.sn, len, *hist_, acc.table.data(), &sc.ahead);
-            else if constexpr (std::is_same_v<In, double>) pow2_count(box, rows, x_.sn, len, *hist_, acc.table.data());
+            if constexpr (std::is_same_v<In, float>) pow2_count(box, rows, box_ld, width, *hist_, acc.table.data(), &sc.ahead);
+            else if constexpr (std::is_same_v<In, double>) pow2_count(box, rows, box_ld, width, *hist_, acc.table.data());
         }
         for (i64 r = 0; r < rows; ++r)
             for (i64 c = c0; c < c1; ++c) {

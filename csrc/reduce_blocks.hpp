@@ -202,7 +202,8 @@ LS_INLINE void runs_count_above(const E* x, i64 rows, i64 stride, i64 len, E th0
 // Pass 2: Σd and Σd² over the runs (d = x − shift, shift a value of type E).
 template <class E, bool Tail>
 LS_INLINE void runs_pass2(const E* x, i64 rows, i64 stride, i64 len, E shift, double& sd, double& sq,
-                          LineAhead& ahead) {
+                          LineAhead& ahead_state) {
+    LineAhead ahead = ahead_state;  // a local copy: its pointers stay in registers (see LineAhead)
     E a[kLanes] = {}, q[kLanes] = {};
     double A[kLanes] = {}, Q[kLanes] = {};
     i64 pending = 0;  // values in a, q since their last flush
@@ -236,6 +237,7 @@ LS_INLINE void runs_pass2(const E* x, i64 rows, i64 stride, i64 len, E shift, do
         }
     }
     flush_lanes(a, A), flush_lanes(q, Q);
+    ahead_state = ahead;
     sd = 0, sq = 0;
     for (int j = 0; j < kLanes; ++j) sd += A[j], sq += Q[j];
 }
@@ -405,7 +407,7 @@ LS_INLINE double short_pass1(i64 rows, i64 full, i64 tail, const i16v& mask, con
 // (ahead included):
 // false when they hold a non-finite value or squares past the float limit (nothing written then).
 LS_CLONES bool short_runs_fast(const float* x, i64 rows, i64 stride, i64 len, const float* thr, int num_thr,
-                               Partial& p, i64* above, double* row_sums, LineAhead& ahead) {
+                               Partial& p, i64* above, double* row_sums, LineAhead& ahead_state) {
     const i64 full = len / kLanes, tail = len % kLanes, span = (full + (tail > 0)) * kLanes;
     i16v mask;
     for (int j = 0; j < kLanes; ++j) mask[j] = j < tail ? -1 : 0;
@@ -437,6 +439,7 @@ LS_CLONES bool short_runs_fast(const float* x, i64 rows, i64 stride, i64 len, co
     const float shift = static_cast<float>(total / static_cast<double>(n));
     f16v a = {}, q = {};
     double A[kLanes] = {}, Q[kLanes] = {};
+    LineAhead ahead = ahead_state;  // a local copy: its pointers stay in registers (see LineAhead)
     const i64 per_flush = kFlush / (span / kLanes);  // runs per flush: ≤ kFlush values per lane
     for (i64 r0 = 0; r0 < rows; r0 += per_flush) {
         const i64 r1 = std::min(rows, r0 + per_flush);
@@ -460,6 +463,7 @@ LS_CLONES bool short_runs_fast(const float* x, i64 rows, i64 stride, i64 len, co
         for (int j = 0; j < kLanes; ++j) A[j] += static_cast<double>(a[j]), Q[j] += static_cast<double>(q[j]);
         a = f16v{}, q = f16v{};
     }
+    ahead_state = ahead;
     double sd = 0, sq = 0;
     for (int j = 0; j < kLanes; ++j) sd += A[j], sq += Q[j];
     if (!std::isfinite(sq) || !std::isfinite(sd)) {
