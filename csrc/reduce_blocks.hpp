@@ -108,11 +108,15 @@ LS_INLINE double tree_sum(E* b) {
 }
 
 // Pass 1: Σx of each run (in run_sum's order of additions: a run's sum depends on the run alone), min,
-// max, exact zeros, and the counts above the first Thr (0, 1 or 2) thresholds.
+// max, exact zeros, the counts above the first Thr (0, 1 or 2) thresholds, and Σd, Σd² of d = x − shift
+// (see first_pass_shift).
 // Tail = false: len is a multiple of kLanes (no tail loop).
 template <class E, bool Tail, int Thr>
 LS_INLINE Pass1<E> runs_pass1(const E* x, i64 rows, i64 stride, i64 len, const E* thr, i64* above,
-                              double* row_sum) {
+                              double* row_sum, E shift, double& sd, double& sq, LineAhead& ahead_state) {
+    LineAhead ahead = ahead_state;  // a local copy: its pointers stay in registers (see LineAhead)
+    E a[kLanes] = {}, q[kLanes] = {};
+    double A[kLanes] = {}, Q[kLanes] = {};
     E b[kLanes] = {}, lo[kLanes], hi[kLanes];
     cnt_t<E> z[kLanes] = {}, c0[kLanes] = {}, c1[kLanes] = {};
     for (int j = 0; j < kLanes; ++j) lo[j] = std::numeric_limits<E>::infinity(), hi[j] = -lo[j];
@@ -134,6 +138,7 @@ LS_INLINE Pass1<E> runs_pass1(const E* x, i64 rows, i64 stride, i64 len, const E
                     __builtin_prefetch(next + i * sizeof(E));
                     if constexpr (sizeof(E) * kLanes > 64) __builtin_prefetch(next + i * sizeof(E) + 64);
                 }
+                ahead.step();
 #pragma omp simd
                 for (int j = 0; j < kLanes; ++j) {
                     const E v = xi[j];
@@ -143,9 +148,13 @@ LS_INLINE Pass1<E> runs_pass1(const E* x, i64 rows, i64 stride, i64 len, const E
                     z[j] += (v == E(0));
                     if constexpr (Thr > 0) c0[j] += (v > t0);
                     if constexpr (Thr > 1) c1[j] += (v > t1);
+                    const E d = v - shift;
+                    a[j] += d;
+                    q[j] += d * d;
                 }
             }
             sum += tree_sum(b);
+            flush_lanes(a, A), flush_lanes(q, Q);  // a chunk is ≤ kFlush values per lane
         }
         if constexpr (Tail) {
             if (full < len) {
@@ -155,12 +164,18 @@ LS_INLINE Pass1<E> runs_pass1(const E* x, i64 rows, i64 stride, i64 len, const E
                     z[j] += (v == E(0));
                     if constexpr (Thr > 0) c0[j] += (v > t0);
                     if constexpr (Thr > 1) c1[j] += (v > t1);
+                    const E d = v - shift;
+                    a[j] += d, q[j] += d * d;
                 }
                 sum += tree_sum(b);
+                flush_lanes(a, A), flush_lanes(q, Q);
             }
         }
         row_sum[r] = sum, total += sum;
     }
+    ahead_state = ahead;
+    sd = 0, sq = 0;
+    for (int j = 0; j < kLanes; ++j) sd += A[j], sq += Q[j];
     Pass1<E> p{total, lo[0], hi[0], 0};
     i64 n0 = 0, n1 = 0;
     for (int j = 0; j < kLanes; ++j) {
@@ -276,10 +291,31 @@ void run_sum(const E* row, i64 len, double& sum, i64& count) {
 
 template <class E, bool Tail>
 LS_INLINE Pass1<E> runs_pass1_thr(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr,
-                                  i64* above, double* row_sum) {
-    if (num_thr == 0) return runs_pass1<E, Tail, 0>(x, rows, stride, len, thr, above, row_sum);
-    if (num_thr == 1) return runs_pass1<E, Tail, 1>(x, rows, stride, len, thr, above, row_sum);
-    return runs_pass1<E, Tail, 2>(x, rows, stride, len, thr, above, row_sum);
+                                  i64* above, double* row_sum, E shift, double& sd, double& sq, LineAhead& ahead) {
+    if (num_thr == 0) return runs_pass1<E, Tail, 0>(x, rows, stride, len, thr, above, row_sum, shift, sd, sq, ahead);
+    if (num_thr == 1) return runs_pass1<E, Tail, 1>(x, rows, stride, len, thr, above, row_sum, shift, sd, sq, ahead);
+    return runs_pass1<E, Tail, 2>(x, rows, stride, len, thr, above, row_sum, shift, sd, sq, ahead);
+}
+
+// The shift of pass 1's moments: the mean of the first (at most kLanes) values of the first run, a value
+// of type E near the block's mean for most data. Σd² − (Σd)²/n then loses to cancellation a factor
+// 1 + (mean − shift)²/var of the lane sums' relative error: one_pass_moments accepts the result when
+// that factor is at most 1 + kShiftRange², else a second pass sums around the block's mean.
+template <class E>
+LS_INLINE E first_pass_shift(const E* x, i64 len) {
+    const i64 k = std::min<i64>(len, kLanes);
+    E s = E(0);
+    for (i64 j = 0; j < k; ++j) s += x[j];
+    return k > 0 ? s / static_cast<E>(k) : E(0);
+}
+
+constexpr double kShiftRange = 1.0;  // |mean − shift| ≤ kShiftRange·σ: pass 1's moments are kept
+
+// Pass 1's moments around shift as (rel, m2), when finite and the shift lies close enough to the mean.
+inline bool one_pass_moments(double sd, double sq, i64 n, double& rel, double& m2) {
+    if (!std::isfinite(sd) || !std::isfinite(sq)) return false;
+    shifted_moments(sd, sq, n, rel, m2);
+    return rel * rel * static_cast<double>(n) <= kShiftRange * kShiftRange * m2;
 }
 
 // Fast path over the runs; false when they hold a non-finite value (nothing written then).
@@ -288,8 +324,11 @@ template <class E>
 LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
                               i64* above, double* row_sums, LineAhead& ahead) {
     const bool tail = len % kLanes != 0;
-    const Pass1<E> r = tail ? runs_pass1_thr<E, true>(x, rows, stride, len, thr, num_thr, above, row_sums)
-                            : runs_pass1_thr<E, false>(x, rows, stride, len, thr, num_thr, above, row_sums);
+    const E first_shift = first_pass_shift(x, len);
+    double sd1 = 0, sq1 = 0;
+    const Pass1<E> r =
+        tail ? runs_pass1_thr<E, true>(x, rows, stride, len, thr, num_thr, above, row_sums, first_shift, sd1, sq1, ahead)
+             : runs_pass1_thr<E, false>(x, rows, stride, len, thr, num_thr, above, row_sums, first_shift, sd1, sq1, ahead);
     if (!std::isfinite(r.sum)) {  // a NaN or ±Inf (or a sum past the float limit): undo the counts
         for (int t = 0; t < std::min(num_thr, 2); ++t) above[t] = 0;
         return false;
@@ -299,8 +338,14 @@ LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E
         runs_count_above<E, true>(x, rows, stride, len, thr[t], thr[t + 1], above[t], above[t + 1]);
     if (t < num_thr) runs_count_above<E, false>(x, rows, stride, len, thr[t], thr[t], above[t], above[t]);
     const i64 n = rows * len;
-    // the shift, a value of type E near the mean: d = x − shift is exact where x is within a factor
-    // two of it (Sterbenz), which is every x when the spread is small next to the mean
+    double rel = 0, m2 = 0;
+    if (one_pass_moments(sd1, sq1, n, rel, m2)) {
+        p.n = n, p.zeros = r.zeros, p.min = r.lo, p.max = r.hi;
+        p.ref = static_cast<double>(first_shift), p.rel = rel, p.m2 = m2;
+        return true;
+    }
+    // pass 2 around the shift, a value of type E near the mean: d = x − shift is exact where x is within
+    // a factor two of it (Sterbenz), which is every x when the spread is small next to the mean
     const E shift = static_cast<E>(r.sum / static_cast<double>(n));
     double sd = 0, sq = 0;
     if (tail) runs_pass2<E, true>(x, rows, stride, len, shift, sd, sq, ahead);
@@ -359,9 +404,15 @@ LS_INLINE double vector_tree(const f16v& b) {
 // which the first `tail` lanes are the run's (mask); `lanes(r)` gives run r readable that far.
 // The run's sum, as runs_pass1 forms it: lanes b = 0 + x₀ + x₁ + … over the whole vectors, their tree,
 // then the tree of the tail's lanes (0 + x), each tree added into a float64 sum from 0.
+// Also Σd and Σd² of d = x − shift (see first_pass_shift), flushed into float64 every per_flush runs.
 template <int Thr, class Lanes>
 LS_INLINE double short_pass1(i64 rows, i64 full, i64 tail, const i16v& mask, const float* thr, Lanes lanes,
-                             ShortLanes& acc, double* row_sums) {
+                             ShortLanes& acc, double* row_sums, float shift, i64 per_flush, double& sd,
+                             double& sq, LineAhead& ahead_state) {
+    LineAhead ahead = ahead_state;  // a local copy: its pointers stay in registers (see LineAhead)
+    f16v a = {}, q = {};
+    double A[kLanes] = {}, Q[kLanes] = {};
+    i64 flush_in = per_flush;
     const i16v inf_bits = (i16v)(f16v{} + std::numeric_limits<float>::infinity());
     const i16v ninf_bits = (i16v)(f16v{} - std::numeric_limits<float>::infinity());
     const float t0 = Thr > 0 ? thr[0] : 0.0f, t1 = Thr > 1 ? thr[1] : 0.0f;
@@ -382,6 +433,9 @@ LS_INLINE double short_pass1(i64 rows, i64 full, i64 tail, const i16v& mask, con
                 z = v == 0.0f ? z + 1 : z;  // a masked add (the mask as −1 added in a register is two)
                 if constexpr (Thr > 0) c0 = v > t0 ? c0 + 1 : c0;
                 if constexpr (Thr > 1) c1 = v > t1 ? c1 + 1 : c1;
+                const f16v d = v - shift;
+                a += d, q += d * d;
+                ahead.step();
             }
             sum += vector_tree(b);
         }
@@ -396,9 +450,20 @@ LS_INLINE double short_pass1(i64 rows, i64 full, i64 tail, const i16v& mask, con
             if constexpr (Thr > 0) c0 -= (raw > t0) & mask;
             if constexpr (Thr > 1) c1 -= (raw > t1) & mask;
             sum += vector_tree(f16v{} + (f16v)bits);  // the lanes start at +0
+            const f16v d = (f16v)((i16v)(raw - shift) & mask);
+            a += d, q += d * d;
+            ahead.step();
         }
         row_sums[r] = sum, total += sum;
+        if (--flush_in == 0) {
+            for (int j = 0; j < kLanes; ++j) A[j] += static_cast<double>(a[j]), Q[j] += static_cast<double>(q[j]);
+            a = f16v{}, q = f16v{}, flush_in = per_flush;
+        }
     }
+    for (int j = 0; j < kLanes; ++j) A[j] += static_cast<double>(a[j]), Q[j] += static_cast<double>(q[j]);
+    sd = 0, sq = 0;
+    for (int j = 0; j < kLanes; ++j) sd += A[j], sq += Q[j];
+    ahead_state = ahead;
     acc.lo = lo, acc.hi = hi, acc.zeros = z, acc.c0 = c0, acc.c1 = c1;
     return total;
 }
@@ -423,9 +488,13 @@ LS_CLONES bool short_runs_fast(const float* x, i64 rows, i64 stride, i64 len, co
         for (i64 j = 0; j < len; ++j) pad[j] = row[j];
         return pad;
     };
-    const double total = num_thr == 0   ? short_pass1<0>(rows, full, tail, mask, thr, lanes, acc, row_sums)
-                         : num_thr == 1 ? short_pass1<1>(rows, full, tail, mask, thr, lanes, acc, row_sums)
-                                        : short_pass1<2>(rows, full, tail, mask, thr, lanes, acc, row_sums);
+    const i64 per_flush = kFlush / (span / kLanes);  // runs per flush: ≤ kFlush values per lane
+    const float first_shift = first_pass_shift(lanes(0), std::min<i64>(len, kLanes));
+    double sd1 = 0, sq1 = 0;
+    const double total =
+        num_thr == 0   ? short_pass1<0>(rows, full, tail, mask, thr, lanes, acc, row_sums, first_shift, per_flush, sd1, sq1, ahead_state)
+        : num_thr == 1 ? short_pass1<1>(rows, full, tail, mask, thr, lanes, acc, row_sums, first_shift, per_flush, sd1, sq1, ahead_state)
+                       : short_pass1<2>(rows, full, tail, mask, thr, lanes, acc, row_sums, first_shift, per_flush, sd1, sq1, ahead_state);
     if (!std::isfinite(total)) return false;
     i64 n0 = 0, n1 = 0;
     for (int j = 0; j < kLanes; ++j) n0 += acc.c0[j], n1 += acc.c1[j];
@@ -436,11 +505,25 @@ LS_CLONES bool short_runs_fast(const float* x, i64 rows, i64 stride, i64 len, co
         runs_count_above<float, true>(x, rows, stride, len, thr[t], thr[t + 1], above[t], above[t + 1]);
     if (t < num_thr) runs_count_above<float, false>(x, rows, stride, len, thr[t], thr[t], above[t], above[t]);
     const i64 n = rows * len;
+    // written only on success: the caller's masked path starts from p
+    const auto extremes = [&] {
+        p.n = n, p.min = acc.lo[0], p.max = acc.hi[0], p.zeros = 0;
+        for (int j = 0; j < kLanes; ++j) {
+            p.zeros += acc.zeros[j];
+            p.min = std::min(p.min, static_cast<double>(acc.lo[j]));
+            p.max = std::max(p.max, static_cast<double>(acc.hi[j]));
+        }
+    };
+    double rel = 0, m2 = 0;
+    if (one_pass_moments(sd1, sq1, n, rel, m2)) {
+        extremes();
+        p.ref = static_cast<double>(first_shift), p.rel = rel, p.m2 = m2;
+        return true;
+    }
     const float shift = static_cast<float>(total / static_cast<double>(n));
     f16v a = {}, q = {};
     double A[kLanes] = {}, Q[kLanes] = {};
     LineAhead ahead = ahead_state;  // a local copy: its pointers stay in registers (see LineAhead)
-    const i64 per_flush = kFlush / (span / kLanes);  // runs per flush: ≤ kFlush values per lane
     for (i64 r0 = 0; r0 < rows; r0 += per_flush) {
         const i64 r1 = std::min(rows, r0 + per_flush);
         for (i64 r = r0; r < r1; ++r) {
@@ -470,12 +553,7 @@ LS_CLONES bool short_runs_fast(const float* x, i64 rows, i64 stride, i64 len, co
         std::fill_n(above, num_thr, 0);
         return false;
     }
-    p.n = n, p.min = acc.lo[0], p.max = acc.hi[0], p.zeros = 0;
-    for (int j = 0; j < kLanes; ++j) {
-        p.zeros += acc.zeros[j];
-        p.min = std::min(p.min, static_cast<double>(acc.lo[j]));
-        p.max = std::max(p.max, static_cast<double>(acc.hi[j]));
-    }
+    extremes();
     p.ref = static_cast<double>(shift);
     shifted_moments(sd, sq, n, p.rel, p.m2);
     return true;
