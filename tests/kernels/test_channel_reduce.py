@@ -270,18 +270,20 @@ def test_float32_long_runs_on_an_offset_stay_within_1e_6(channels_last, shape):
     assert np.max(np.abs(got.sample_mean.numpy() - rsm) / np.abs(rsm)) <= 1e-6
 
 
-# Channels-first blocks take their moments in pass 1, around the mean of their first values
-# (first_pass_shift in reduce_blocks.hpp), and are summed again around their own mean when that shift lies
-# over a standard deviation away: cancellation would cost the float32 lane sums a factor 1 + z² of their
-# accuracy. Here the first 16 values of sample 0 sit k standard deviations off an offset: k = 0.5 keeps
-# the first pass, k = 1e3 must not (its moments would be off by ~1e-4 of M2).
+# Channels-first blocks take their moments in pass 1, around the mean of 16 values from the middle of
+# their first run (first_pass_shift in reduce_blocks.hpp; a long run's blocks are 4096 values), and are
+# summed again around their own mean when that shift lies over a standard deviation away: cancellation
+# would cost the float32 lane sums a factor 1 + z² of their accuracy. Here those 16 values of sample 0
+# sit k standard deviations off an offset: k = 0.5 keeps the first pass, k = 1e3 must not (its moments
+# would be off by ~1e-4 of M2).
 @needs_native
 @pytest.mark.parametrize("k", [0.5, 3.0, 1e3])
 @pytest.mark.parametrize("shape", [(64, 4, 16), (64, 4, 64), (16, 3, 256), (4, 2, 5000), (1, 3, 30000)])
 def test_float32_first_pass_moments_when_the_first_values_are_off_the_mean(shape, k):
     g = torch.Generator().manual_seed(11)
     x = (1e3 + torch.randn(*shape, generator=g, dtype=torch.float64)).to(torch.float32)
-    x[0, :, :16] = 1e3 + k
+    mid = (min(shape[2], 4096) - 16) // 2
+    x[0, :, mid : mid + 16] = 1e3 + k
     view = view_of(x, False)
     got, ref = native(view), reference(view)
     assert np.max(np.abs(got.m2.numpy() - ref["m2"]) / ref["m2"]) <= 1e-6
