@@ -148,8 +148,8 @@ inline int team_size() {
 // Cache lines fetched a line at a time while a kernel works through the block before them: `rows`
 // rows of `row_bytes` bytes, `stride` bytes apart. The fused reduction points it at its next block,
 // whose rows start on other pages (where the hardware prefetchers do not follow), and its slowest
-// loop (the histogram count) steps it once per 64 bytes it reads, so that the next block arrives
-// while this one is computed instead of after it. A hot loop steps a local copy and stores it back
+// loop over this block (the histogram count, or pass 1) steps it once per 64 bytes it reads, so that
+// the next block arrives while this one is computed instead of after it. A hot loop steps a local copy and stores it back
 // after the loop: stepped through a reference, its pointer went through memory at every step (a
 // store-to-load chain of several cycles per 64 bytes, measured as the slowest part of short runs).
 class LineAhead {

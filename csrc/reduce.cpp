@@ -1,10 +1,12 @@
 // Fused per-channel reduction in one read of the activation.
 //
-// The data is cut into blocks of a few thousand elements, each reduced in two passes while it sits in
-// cache (reduce_blocks.hpp): pass 1 gives the sums of the runs (hence an estimate m̃ of the mean, rounded
-// to the input's precision), min, max, zero count and the first two threshold counts (any further
-// thresholds follow in their own sweeps); pass 2 gives Σd and Σd² of d = x − m̃, hence the block's mean
-// m̃ + Σd/n and M2 = Σd² − (Σd)²/n (no cancellation: m̃ is close to the mean). Partial sums are kept in
+// The data is cut into blocks of a few thousand elements, each reduced while it sits in cache
+// (reduce_blocks.hpp): pass 1 gives the sums of the runs, min, max, zero count and the first two
+// threshold counts (any further thresholds follow in their own sweeps), and Σd and Σd² of d = x − m̃ for
+// a shift m̃ taken from a few of the block's values, hence the block's mean m̃ + Σd/n and
+// M2 = Σd² − (Σd)²/n. When m̃ lies over a standard deviation from the block's mean (cancellation would
+// cost accuracy; channels-last tiles always), pass 2 sums d around the mean estimate of pass 1 instead.
+// Channels-first float32 runs of a multiple of 16 values also count the fused histogram in pass 1. Partial sums are kept in
 // the compute type (float32 for float32 and half inputs) for at most 16 values per lane and then added
 // into float64, so a float32 partial never sums more than 16 terms (relative error ≤ 16·2⁻²⁴ of the sum
 // of magnitudes) while the hot loop runs at float32 width. Block results are folded with Chan, Golub &
@@ -127,6 +129,9 @@ public:
     Reducer(const Strided3& x, const double* thr, int num_thr, int threads, const Pow2Counter* hist)
         : x_(x), in_(static_cast<const In*>(x.data)), num_thr_(num_thr), threads_(threads), thr_(num_thr),
           hist_(hist) {
+#ifdef LS_POW2_AVX512
+        pair_count_ = hist && pow2::has_avx512() && pow2::float32_grid(DType::f32, hist->e, hist->j0, hist->bins);
+#endif
         for (int t = 0; t < num_thr; ++t) thr_[t] = round_down<E>(thr[t]);
         channels_last_ = x.s == 1 || (x.c != 1 && std::llabs(x.sc) < std::llabs(x.ss));
         if (channels_last_) plan_rows();
@@ -174,6 +179,7 @@ private:
     int num_thr_, threads_;
     std::vector<E> thr_;
     const Pow2Counter* hist_;  // the fused histogram's grid, or null
+    bool pair_count_ = false;  // float32 runs may count into it during pass 1 (runs_fast_counted)
     bool channels_last_ = false;
     i64 units_ = 0, groups_ = 1;
     i64 chunks_ = 1, chunk_len_ = 1;  // pieces of one (sample, channel) run, for parallelism
@@ -308,8 +314,8 @@ private:
     }
 
     // Points sc.ahead at the first block of channels-first unit u (nothing when u is past u1 or the
-    // positions are not contiguous): runs() and long_run() fetch it while their histogram counts, or
-    // without the histogram during pass 2.
+    // positions are not contiguous): runs() and long_run() fetch it during pass 1 (without the histogram,
+    // or when pass 1 counts it) or while the histogram counts.
     void aim(Scratch& sc, i64 u, i64 u1) {
         sc.ahead.clear();
         if (u >= u1 || x_.ss != 1 || x_.s == 0) return;
@@ -345,11 +351,19 @@ private:
         std::fill(sc.above.begin(), sc.above.end(), 0);
         Partial p;
         bool fast;
-        // without the histogram, pass 2 fetches the next unit (with it, the histogram's count does)
+        // pass 1 fetches the next unit when no separate histogram count will (see aim)
         LineAhead none;
         LineAhead& ahead = hist_ ? none : sc.ahead;
         double* sums = sc.row_sums.data();
+        bool counted = false;  // the histogram counted them during pass 1
         if constexpr (std::is_same_v<E, float>) {  // runs of one vector: the loop over runs
+#ifdef LS_POW2_AVX512
+            counted = count && pair_count_ && len % kLanes == 0;
+            if (counted)
+                fast = runs_fast_counted(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sums, sc.ahead,
+                                         *hist_, acc.table.data());
+            else
+#endif
             fast = len <= kShortLen
                        ? short_runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sums, ahead)
                        : runs_fast(v, rows, ld, len, thr_.data(), num_thr_, p, sc.above.data(), sums, ahead);
@@ -370,7 +384,7 @@ private:
             }
         }
         acc.add(ch, p, sc.above.data(), 1);
-        if (!hist_ || !count) return;
+        if (!hist_ || !count || counted) return;
         if constexpr (std::is_same_v<E, float>) pow2_count(v, rows, ld, len, *hist_, acc.table.data(), &sc.ahead);
         else pow2_count(v, rows, ld, len, *hist_, acc.table.data());
     }

@@ -1,8 +1,10 @@
 // The hot loops of the fused channel reduction (included by reduce.cpp only).
 //
 // Two shapes of block: `rows` contiguous runs of one channel (channels first), and tiles of channels-last
-// rows. Each is reduced in two passes while in cache: pass 1 gives min, max, zero count and a mean
-// estimate m̃ (and the threshold counts follow); pass 2 gives Σd and Σd² of d = x − m̃ in float64.
+// rows. Each is reduced while in cache: pass 1 gives min, max, zero count and a mean estimate (and the
+// threshold counts follow); pass 2 gives Σd and Σd² of d = x − m̃ in float64, m̃ the mean estimate.
+// Channels-first runs take Σd and Σd² in pass 1 already, around a shift from a few of their values, and
+// need pass 2 only when that shift is far from their mean (first_pass_shift).
 // A block whose pass-1 sum is not finite holds a NaN or an Inf (or values near the float limit) and is
 // redone with masks. The hot functions carry AVX-512/AVX2/baseline clones (LS_CLONES).
 #pragma once
@@ -14,11 +16,12 @@
 #include <vector>
 
 #include "common.hpp"
+#include "pow2_pairs.hpp"
 
 namespace ls {
 namespace {
 
-constexpr i64 kBlock = 4096;       // elements per run block (16 KiB of float32): pass 2 re-reads it from L1
+constexpr i64 kBlock = 4096;       // elements per run block (16 KiB of float32): later passes re-read it from L1
 constexpr i64 kTileBlock = 32768;  // elements per channels-last block (128 KiB of float32, in L2)
 constexpr i64 kTile = 256;         // channels per tile of a channels-last block
 constexpr int kLanes = 16;         // independent accumulators: no add-latency chain in the hot loops
@@ -322,6 +325,11 @@ inline bool one_pass_moments(double sd, double sq, i64 n, double& rel, double& m
     return rel * rel * static_cast<double>(n) <= kShiftRange * kShiftRange * m2;
 }
 
+template <class E>
+LS_INLINE bool runs_fast_rest(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
+                              i64* above, LineAhead& ahead, const Pass1<E>& r, E first_shift, double sd1,
+                              double sq1);
+
 // Fast path over the runs; false when they hold a non-finite value (nothing written then).
 // row_sums[r] receives the sum of run r.
 template <class E>
@@ -333,6 +341,16 @@ LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E
     const Pass1<E> r =
         tail ? runs_pass1_thr<E, true>(x, rows, stride, len, thr, num_thr, above, row_sums, first_shift, sd1, sq1, ahead)
              : runs_pass1_thr<E, false>(x, rows, stride, len, thr, num_thr, above, row_sums, first_shift, sd1, sq1, ahead);
+    return runs_fast_rest(x, rows, stride, len, thr, num_thr, p, above, ahead, r, first_shift, sd1, sq1);
+}
+
+// The rest of runs_fast after pass 1 (r, and Σd, Σd² around first_shift): thresholds past the first two,
+// the moments (pass 1's, or a pass 2 around the mean), the block's Partial.
+template <class E>
+LS_INLINE bool runs_fast_rest(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
+                              i64* above, LineAhead& ahead, const Pass1<E>& r, E first_shift, double sd1,
+                              double sq1) {
+    const bool tail = len % kLanes != 0;
     if (!std::isfinite(r.sum)) {  // a NaN or ±Inf (or a sum past the float limit): undo the counts
         for (int t = 0; t < std::min(num_thr, 2); ++t) above[t] = 0;
         return false;
@@ -366,7 +384,100 @@ LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E
     return true;
 }
 
-// ahead: lines fetched during pass 2 (see LineAhead), a line per 16 values
+#ifdef LS_POW2_AVX512
+// Pass 1 of float32 runs whose length is a multiple of kLanes, in AVX-512 intrinsics, that also feeds
+// every vector to the fused histogram's counter: the histogram then needs no read of the block of its
+// own, and its counting (bound by the increments' loads and stores) overlaps this pass's vector work.
+// The additions are runs_pass1's (lanes, chunks of kChunk values, the tree of tree_sum, the float64
+// lanes of Σd and Σd² and their sum in lane order): the same results, bit for bit. (Inlining the counter
+// into runs_pass1's lane loops instead spilled both to the stack: twice as slow.)
+template <int Thr>
+LS_AVX512 LS_INLINE Pass1<float> runs_pass1_counted(const float* x, i64 rows, i64 stride, i64 len, const float* thr,
+                                                    i64* above, double* row_sum, float shift, double& sd, double& sq,
+                                                    LineAhead& ahead_state, const pow2::PairGrid& pg,
+                                                    const pow2::Table& pt, pow2::PairBuffers& pb) {
+    pow2::PairState st;  // in registers: see pow2::PairState
+    LineAhead ahead = ahead_state;
+    const __m512 sh = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
+    const __m512 t0 = _mm512_set1_ps(Thr > 0 ? thr[0] : 0.0f), t1 = _mm512_set1_ps(Thr > 1 ? thr[1] : 0.0f);
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512 lo = _mm512_set1_ps(std::numeric_limits<float>::infinity()), hi = _mm512_sub_ps(zero, lo);
+    __m512i z = _mm512_setzero_si512(), c0 = z, c1 = z;
+    __m512d A0 = _mm512_setzero_pd(), A1 = A0, Q0 = A0, Q1 = A0;  // float64 lanes 0–7 and 8–15
+    double total = 0;
+    const bool gaps = rows > 1 && stride != len;
+    for (i64 r = 0; r < rows; ++r) {
+        const float* row = x + r * stride;
+        const char* next = gaps && r + 1 < rows ? reinterpret_cast<const char*>(row + stride) : nullptr;
+        double sum = 0;
+        for (i64 i = 0; i < len;) {
+            const i64 end = std::min(len, i + kChunk);
+            __m512 b = zero, a = zero, q = zero;
+            for (; i < end; i += kLanes) {
+                if (next) __builtin_prefetch(next + i * sizeof(float));
+                ahead.step();
+                const __m512 v = _mm512_loadu_ps(row + i);
+                b = _mm512_add_ps(b, v);
+                lo = _mm512_min_ps(v, lo);  // v < lo ? v : lo, as runs_pass1
+                hi = _mm512_max_ps(v, hi);
+                z = _mm512_mask_add_epi32(z, _mm512_cmp_ps_mask(v, zero, _CMP_EQ_OQ), z, one);
+                if constexpr (Thr > 0) c0 = _mm512_mask_add_epi32(c0, _mm512_cmp_ps_mask(v, t0, _CMP_GT_OQ), c0, one);
+                if constexpr (Thr > 1) c1 = _mm512_mask_add_epi32(c1, _mm512_cmp_ps_mask(v, t1, _CMP_GT_OQ), c1, one);
+                const __m512 d = _mm512_sub_ps(v, sh);
+                a = _mm512_add_ps(a, d);
+                q = _mm512_add_ps(q, _mm512_mul_ps(d, d));
+                pow2::pair_push(v, 0xffff, true, pg, pt, pb, st);
+            }
+            // tree_sum: lanes j + 8, then j + 4, j + 2, j + 1 added into lane j
+            const __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
+            const __m128 b4 = _mm_add_ps(_mm256_castps256_ps128(b8), _mm256_extractf128_ps(b8, 1));
+            const __m128 b2 = _mm_add_ps(b4, _mm_movehl_ps(b4, b4));
+            sum += static_cast<double>(_mm_cvtss_f32(_mm_add_ss(b2, _mm_shuffle_ps(b2, b2, 1))));
+            A0 = _mm512_add_pd(A0, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));  // flush_lanes
+            A1 = _mm512_add_pd(A1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1)));
+            Q0 = _mm512_add_pd(Q0, _mm512_cvtps_pd(_mm512_castps512_ps256(q)));
+            Q1 = _mm512_add_pd(Q1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(q, 1)));
+        }
+        row_sum[r] = sum, total += sum;
+    }
+    pow2::pair_finish(pg, pt, pb, st);
+    ahead_state = ahead;
+    alignas(64) double A[kLanes], Q[kLanes];
+    _mm512_store_pd(A, A0), _mm512_store_pd(A + 8, A1), _mm512_store_pd(Q, Q0), _mm512_store_pd(Q + 8, Q1);
+    sd = 0, sq = 0;
+    for (int j = 0; j < kLanes; ++j) sd += A[j], sq += Q[j];
+    alignas(64) float los[kLanes], his[kLanes];
+    _mm512_store_ps(los, lo), _mm512_store_ps(his, hi);
+    Pass1<float> p{total, los[0], his[0], _mm512_reduce_add_epi32(z)};
+    for (int j = 0; j < kLanes; ++j) {
+        p.lo = los[j] < p.lo ? los[j] : p.lo;
+        p.hi = his[j] > p.hi ? his[j] : p.hi;
+    }
+    if constexpr (Thr > 0) above[0] += _mm512_reduce_add_epi32(c0);
+    if constexpr (Thr > 1) above[1] += _mm512_reduce_add_epi32(c1);
+    return p;
+}
+
+// runs_fast for float32 runs of a multiple of kLanes values, longer than kShortLen, whose pass 1 also
+// counts them into the fused histogram's table (grid a float32 grid, see pow2::float32_grid), finite or
+// not: the caller counts nothing more.
+LS_AVX512 bool runs_fast_counted(const float* x, i64 rows, i64 stride, i64 len, const float* thr, int num_thr,
+                                 Partial& p, i64* above, double* row_sums, LineAhead& ahead,
+                                 const Pow2Counter& grid, i64* table) {
+    pow2::PairBuffers buffers;
+    const pow2::PairGrid pg = pow2::pair_grid(pow2::make_grid<float>(grid), pow2::zero_slot(grid));
+    const pow2::Table pt = pow2::layout(table, grid.bins);
+    const float first_shift = first_pass_shift(x, len);
+    double sd1 = 0, sq1 = 0;
+    const Pass1<float> r =
+        num_thr == 0   ? runs_pass1_counted<0>(x, rows, stride, len, thr, above, row_sums, first_shift, sd1, sq1, ahead, pg, pt, buffers)
+        : num_thr == 1 ? runs_pass1_counted<1>(x, rows, stride, len, thr, above, row_sums, first_shift, sd1, sq1, ahead, pg, pt, buffers)
+                       : runs_pass1_counted<2>(x, rows, stride, len, thr, above, row_sums, first_shift, sd1, sq1, ahead, pg, pt, buffers);
+    return runs_fast_rest(x, rows, stride, len, thr, num_thr, p, above, ahead, r, first_shift, sd1, sq1);
+}
+#endif
+
+// ahead: lines fetched during pass 1 (and pass 2, when it runs; see LineAhead), a line per 16 values
 LS_CLONES bool runs_fast(const float* x, i64 rows, i64 stride, i64 len, const float* thr, int num_thr, Partial& p,
                          i64* above, double* row_sums, LineAhead& ahead) {
     return runs_fast_impl(x, rows, stride, len, thr, num_thr, p, above, row_sums, ahead);

@@ -357,3 +357,34 @@ def test_data_whose_share_of_zeros_changes_along_the_input(e, offset, bins):
     assert _native_window(x, e, offset, bins, threads=2) == _numpy_window(x, e, offset, bins)
     y = x[: 83 * 997].reshape(83, 1, 997)  # the fused count, block by block
     assert _fused(y, False, e, offset, bins).histogram.tolist() == _numpy_window(y, e, offset, bins)
+
+
+# Channels-first runs of a multiple of 16 float32 values are counted during the reduction's first pass
+# (runs_fast_counted in reduce_blocks.hpp), NaN/Inf blocks included: those go on to the masked path for
+# their statistics and must not be counted twice. Normal data (few values in the zero slot: the pairs
+# path without the split), a ReLU half, blocks of a long run, and a channel slice.
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(64, 6, 64), (16, 5, 1024), (2, 3, 4096 + 512)])
+@pytest.mark.parametrize("poisoned", [False, True])
+def test_counts_taken_in_the_first_pass_match_numpy_and_leave_the_statistics_exact(threads, shape, poisoned):
+    from ._reference import channel_stats_reference
+
+    g = torch.Generator().manual_seed(shape[2])
+    x = torch.randn(*shape, generator=g)
+    x[: shape[0] // 2] = x[: shape[0] // 2].relu()
+    if poisoned:
+        x[0, 1, 5] = float("nan")
+        x[-1, 2, -1] = -float("inf")
+    for src in (x, x[:, 1:]):
+        got = _fused(src, False, -3, -20, 64, threads)
+        v = src.double().reshape(-1)
+        v = v[torch.isfinite(v)]
+        j = torch.floor(v / 8.0 ** -1) + 20
+        expected = [int(((j >= b) & (j < b + 1)).sum()) for b in range(64)] + [int((j < 0).sum()), int((j >= 64).sum())]
+        assert got.histogram.tolist() == expected
+        ref = channel_stats_reference(src.transpose(1, 2).double().numpy(), (0.0,))
+        np.testing.assert_array_equal(got.count.numpy(), ref["count"])
+        np.testing.assert_array_equal(got.nan.numpy(), ref["nan"])
+        np.testing.assert_allclose(got.m2.numpy(), ref["m2"], rtol=1e-6)
+        np.testing.assert_allclose(got.sample_mean.numpy(), ref["sample_mean"], rtol=1e-6, atol=1e-6)  # float32 sums of ~1
