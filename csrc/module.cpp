@@ -294,7 +294,7 @@ CoverageRanges coverage_ranges(const py::tuple& r, i64 c) {
 
 void coverage_update_py(const py::array& values, const py::array& taus, i64 top_k, const py::handle& nc_hits,
                         const py::handle& topk_hits, const py::handle& low, const py::handle& high,
-                        const py::handle& skipped, const py::object& ranges) {
+                        const py::handle& skipped, const py::object& ranges, int threads) {
     const NeuronValues v = neuron_values(values);
     if (top_k < 1) throw std::invalid_argument("coverage_update: top_k must be >= 1");
     const std::string w = "coverage_update: ";
@@ -308,7 +308,7 @@ void coverage_update_py(const py::array& values, const py::array& taus, i64 top_
     CoverageRanges r{};
     if (!ranges.is_none()) r = coverage_ranges(ranges.cast<py::tuple>(), v.c);
     py::gil_scoped_release release;
-    coverage_update(v, tau, t, top_k, state, ranges.is_none() ? nullptr : &r);
+    coverage_update(v, tau, t, top_k, state, ranges.is_none() ? nullptr : &r, threads);
 }
 
 // ChannelStats fields without sample_mean, in that order: count, mean, m2, min, max, zeros, above [T, C], nan, inf.
@@ -388,9 +388,10 @@ PYBIND11_MODULE(_C, m) {
           "(grad_a, grad_b, grad_h0) of the linear scan.");
     m.def("coverage_update", &ls::coverage_update_py, py::arg("values").noconvert(), py::arg("taus").noconvert(),
           py::arg("top_k"), py::arg("nc_hits"), py::arg("topk_hits"), py::arg("low"), py::arg("high"),
-          py::arg("skipped"), py::arg("ranges"),
+          py::arg("skipped"), py::arg("ranges"), py::arg("threads") = 1,
           "Fold neuron values [N, C] into coverage state in place (NC, TKNC, observed ranges, skipped; "
-          "with ranges = (range_low, range_high, kmnc_hits, lower_hits, upper_hits) also KMNC/NBC/SNAC).");
+          "with ranges = (range_low, range_high, kmnc_hits, lower_hits, upper_hits) also KMNC/NBC/SNAC); "
+          "a large batch's samples split over up to `threads` threads (the same state for any count).");
     m.def("moments_merge", &ls::moments_merge_py, py::arg("state"), py::arg("part"),
           "Fold a ChannelStats partial into moments state in place (Chan et al. 1979); each a tuple of "
           "(count, mean, m2, min, max, zeros, above, nan, inf).");

@@ -145,11 +145,12 @@ inline double nan_max(double a, double b) { return (a != a || b != b) ? kNaN : (
 
 }  // namespace
 
-LS_CLONES void coverage_update(const NeuronValues& values, const double* taus, i64 num_taus, i64 top_k,
-                     const CoverageState& state, const CoverageRanges* ranges) {
+// Samples [begin, end) folded into state (and ranges' hit sets).
+LS_CLONES void coverage_rows(const NeuronValues& values, i64 begin, i64 end, const double* taus, i64 num_taus,
+                             i64 top_k, const CoverageState& state, const CoverageRanges* ranges) {
     const i64 c = values.c, k = std::min(top_k, c);
     std::vector<double> row(static_cast<std::size_t>(c)), scaled(static_cast<std::size_t>(c)), scratch;
-    for (i64 i = 0; i < values.n; ++i) {
+    for (i64 i = begin; i < end; ++i) {
         if (values.dtype == DType::f64)
             load_row<double>(values, i, row.data());
         else
@@ -162,6 +163,69 @@ LS_CLONES void coverage_update(const NeuronValues& values, const double* taus, i
         mark_at_least(row.data(), c, kth, state.topk_hits);
         if (ranges) range_row(row.data(), c, *ranges);
     }
+}
+
+// A thread's own hit sets and extremes, starting empty, for the samples it folds.
+struct CoverageCopy {
+    std::vector<u8> nc, topk, kmnc, lower, upper;
+    std::vector<double> low, high;
+    std::vector<i64> skipped;
+    CoverageState state{};
+    CoverageRanges ranges{};
+
+    CoverageCopy(i64 c, i64 num_taus, const CoverageRanges* r)
+        : nc(static_cast<std::size_t>(num_taus * c), 0), topk(static_cast<std::size_t>(c), 0),
+          kmnc(r ? static_cast<std::size_t>(c * r->sections) : 0, 0), lower(r ? c : 0, 0), upper(r ? c : 0, 0),
+          low(static_cast<std::size_t>(c), kInf), high(static_cast<std::size_t>(c), -kInf),
+          skipped(static_cast<std::size_t>(c), 0) {
+        state = {nc.data(), topk.data(), low.data(), high.data(), skipped.data()};
+        if (r) ranges = {r->range_low, r->range_high, r->sections, kmnc.data(), lower.data(), upper.data()};
+    }
+
+    // Hit sets by OR, extremes by min / max, skipped by sum: the same state whichever thread folded a sample.
+    void fold_into(const CoverageState& s, const CoverageRanges* r, i64 c, i64 num_taus) const {
+        for (i64 j = 0; j < num_taus * c; ++j) s.nc_hits[j] |= nc[j];
+        for (i64 j = 0; j < c; ++j) {
+            s.topk_hits[j] |= topk[j];
+            s.low[j] = std::min(s.low[j], low[j]);
+            s.high[j] = std::max(s.high[j], high[j]);
+            s.skipped[j] += skipped[j];
+        }
+        if (!r) return;
+        for (i64 j = 0; j < c * r->sections; ++j) r->kmnc_hits[j] |= kmnc[j];
+        for (i64 j = 0; j < c; ++j) r->lower_hits[j] |= lower[j], r->upper_hits[j] |= upper[j];
+    }
+};
+
+constexpr i64 kCoverageParallel = 16384;  // neuron values per batch from which a second thread pays
+
+void coverage_update(const NeuronValues& values, const double* taus, i64 num_taus, i64 top_k,
+                     const CoverageState& state, const CoverageRanges* ranges, int num_threads) {
+    const i64 n = values.n, c = values.c;
+    const int threads = n > 1 && n * c >= kCoverageParallel
+                            ? static_cast<int>(std::min<i64>(clamp_threads(num_threads), n)) : 1;
+    if (threads == 1) return coverage_rows(values, 0, n, taus, num_taus, top_k, state, ranges);
+    // the first part of the batch into the state itself, the others into copies folded in after
+    std::vector<CoverageCopy> copies;
+    copies.reserve(static_cast<std::size_t>(threads - 1));
+    for (int t = 1; t < threads; ++t) copies.emplace_back(c, num_taus, ranges);
+    FirstError error;
+#pragma omp parallel num_threads(threads)
+    {
+        const int tid = thread_id();
+        i64 begin, end;
+        split_range(n, team_size(), tid, begin, end);
+        error.run([&] {
+            if (tid == 0) {
+                coverage_rows(values, begin, end, taus, num_taus, top_k, state, ranges);
+            } else {
+                const CoverageCopy& own = copies[static_cast<std::size_t>(tid - 1)];
+                coverage_rows(values, begin, end, taus, num_taus, top_k, own.state, ranges ? &own.ranges : nullptr);
+            }
+        });
+    }
+    error.rethrow();
+    for (const CoverageCopy& own : copies) own.fold_into(state, ranges, c, num_taus);
 }
 
 // Chan, Golub & LeVeque, "Updating formulae and a pairwise algorithm for computing sample variances"

@@ -40,9 +40,10 @@ struct NeuronValues {
     i64 n, c, stride_n, stride_c;
 };
 
-// Folds one batch into the coverage state. `ranges` may be null (no reference ranges).
+// Folds one batch into the coverage state. `ranges` may be null (no reference ranges). Samples are split
+// over up to num_threads threads for a large batch; the state is the same for any thread count.
 void coverage_update(const NeuronValues& values, const double* taus, i64 num_taus, i64 top_k,
-                     const CoverageState& state, const CoverageRanges* ranges);
+                     const CoverageState& state, const CoverageRanges* ranges, int num_threads = 1);
 
 // Per-channel moments, extremes and counts (ChannelStats fields without sample_mean), C-contiguous.
 template <class I, class F>

@@ -112,6 +112,27 @@ def test_coverage_random(dtype, n, c, k) -> None:
     check_coverage(x.tolist(), dtype, k, splits=2)
 
 
+# A batch of 16384 neuron values or more is split over the threads (each but the first into hit sets and
+# extremes of its own, folded in after): the same state for any thread count, and the brute force's.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(("n", "c"), [(64, 512), (300, 64)])
+def test_coverage_of_a_large_batch_on_several_threads(threads, n, c) -> None:
+    rng = np.random.default_rng(n + c)
+    x = rng.normal(size=(n, c)) * rng.uniform(0.1, 3, size=c) + rng.normal(size=c)
+    x[rng.random(x.shape) < 0.05] = NAN
+    x[rng.random(x.shape) < 0.05] = 0.5
+    x[:, :3] = -10.0  # the batch's minimum in every sample but the last, whose top 3 they are:
+    x[-1, :3] = 100.0  # hit only by the samples of the last thread
+    low = np.nanmin(x, axis=0) * 0.8
+    ranges = (low.tolist(), (low + rng.uniform(0, 2, size=c)).tolist())
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        check_coverage(x.tolist(), torch.float32, 3, ranges, sections=5)
+    finally:
+        torch.set_num_threads(old)
+
+
 # -- coverage: adversarial data ----------------------------------------------------------------------
 ADVERSARIAL = {
     "nan_and_inf_rows": [[NAN, NAN, NAN], [INF, -INF, NAN], [1.0, NAN, INF], [2.0, -1.0, 0.5]],

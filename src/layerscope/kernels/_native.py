@@ -160,7 +160,9 @@ def coverage_update_native(
         if values.dtype not in (torch.float32, torch.float64):
             values = values.to(torch.float64)  # exact for every narrower float
         values = values.detach().numpy()
-    _C.coverage_update(values, taus, top_k, *state, None if ranges is None else tuple(ranges))
+    _C.coverage_update(
+        values, taus, top_k, *state, None if ranges is None else tuple(ranges), torch.get_num_threads()
+    )
 
 
 def moments_merge_native(state: Sequence[np.ndarray], part: Sequence[np.ndarray]) -> None:
