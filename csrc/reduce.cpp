@@ -273,6 +273,9 @@ private:
         const i64 tiles = ceil_div(x_.c, tile_);
         if (units_ < want && tiles > 1) channel_groups_ = std::min(tiles, ceil_div(want, units_));
         channel_group_len_ = ceil_div(tiles, channel_groups_) * tile_;
+        // as many groups as that length needs: with 5 tiles in 4 groups of 2, a fourth group would start
+        // past the last channel (and its accumulators had a negative size)
+        channel_groups_ = ceil_div(x_.c, channel_group_len_);
         units_ *= channel_groups_;
     }
 

@@ -165,6 +165,24 @@ def test_non_contiguous_inputs_are_read_in_place(case):
     assert_stats_close(native(view), reference(view), rtol=1e-12)
 
 
+# Channels-last tiles of 256 channels are dealt to channel groups when the batch has few units: with
+# 5 to 7 tiles and a group count that does not divide them, a last group used to start past the last
+# channel and fail ("cannot create std::vector larger than max_size()"; 17 of 735 shapes in a sweep).
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(8, 32, 1040), (1, 200, 1300), (3, 64, 1040), (2, 200, 1537), (8, 64, 1300)])
+def test_channels_last_tiles_in_uneven_channel_groups(shape, threads):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+    view = view_of(x, True)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        got = native(view)
+    finally:
+        torch.set_num_threads(old)
+    assert_stats_close(got, reference(view), rtol=1e-6)
+
+
 @needs_native
 @pytest.mark.parametrize(
     "channels_last,shape", [(False, (16, 8, 3000)), (True, (16, 500, 300)), (False, (1, 1, 50000))]
