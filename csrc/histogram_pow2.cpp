@@ -114,7 +114,7 @@ LS_INLINE void count_rows_impl(const In* x, i64 rows, i64 ld, i64 len, const Gri
 }
 
 #ifdef LS_POW2_AVX512
-// rows × len values, row r at x + r·ld, through a PairCounter; `ahead` (optional) is stepped once per 16
+// rows × len values, row r at x + r·ld, through pair_push; `ahead` (optional) is stepped once per 16
 // values.
 LS_AVX512 void count_avx512(const float* x, i64 rows, i64 ld, i64 len, const Grid<float>& g, i64 hot_slot,
                             const Table& t, LineAhead* ahead_or_null = nullptr) {

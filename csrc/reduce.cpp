@@ -6,8 +6,9 @@
 // a shift m̃ taken from a few of the block's values, hence the block's mean m̃ + Σd/n and
 // M2 = Σd² − (Σd)²/n. When m̃ lies over a standard deviation from the block's mean (cancellation would
 // cost accuracy; channels-last tiles always), pass 2 sums d around the mean estimate of pass 1 instead.
-// Channels-first float32 runs of a multiple of 16 values also count the fused histogram in pass 1. Partial sums are kept in
-// the compute type (float32 for float32 and half inputs) for at most 16 values per lane and then added
+// Channels-first float32 runs of a multiple of 16 values also count the fused histogram in pass 1.
+// Partial sums are kept in the compute type (float32 for float32 and half inputs) for at most 16 values
+// per lane and then added
 // into float64, so a float32 partial never sums more than 16 terms (relative error ≤ 16·2⁻²⁴ of the sum
 // of magnitudes) while the hot loop runs at float32 width. Block results are folded with Chan, Golub &
 // LeVeque's pairwise update ("Updating formulae and a pairwise algorithm for computing sample
@@ -204,7 +205,7 @@ private:
         std::vector<i64> row_counts;
         std::vector<double> box_sums;  // short runs: per-run sums of a box, [channel][sample]
         std::vector<i64> box_counts;
-        std::vector<In> gathered;      // a box of short runs, copied contiguous (see gathers)
+        std::vector<In> gathered;      // a box of short runs, copied contiguous (see plan_channels)
         LineAhead ahead;               // the next unit's lines, fetched while the histogram counts this one
         explicit Scratch(const Reducer& r)
             : values(r.copies() ? static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_)) : 0),
@@ -221,12 +222,6 @@ private:
         return !std::is_same_v<In, E> || (channels_last_ ? x_.sc != 1 : x_.ss != 1);
     }
 
-    // Whether a box of short runs is first copied contiguous (Scratch::gathered). Its samples lie C·S
-    // apart, a whole number of pages for the usual shapes: they all fall into the same few L1 sets, and
-    // every pass after the first read them again from L2. [64, 512, 16]: −16% time on one thread. Units
-    // of longer runs measured slower with the copy (the copy costs more than the sets it frees).
-    bool gathers() const { return std::is_same_v<In, E> && x_.ss == 1 && x_.n > 1 && x_.sn != x_.s; }
-
     static i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / std::max<i64>(b, 1); }
 
     // channels first, units channel-major so that a group sees few channels:
@@ -242,7 +237,12 @@ private:
             box_channels_ = std::min(box_channels_, std::max<i64>(x_.c, 1));
             box_blocks_ = ceil_div(x_.n, samples_per_block_);
             units_ = ceil_div(x_.c, box_channels_) * box_blocks_;
-            if (gathers() && x_.sc == x_.s) gather_len_ = samples_per_block_ * box_channels_ * s;
+            // A box of a slab per sample is copied contiguous before its passes (Scratch::gathered): its
+            // samples lie C·S apart, a whole number of pages for the usual shapes, so they all fell into
+            // the same few L1 sets and every pass after the first read them again from L2 ([64, 512, 16]:
+            // −16% time on one thread). Units of longer runs measured slower with a copy.
+            if (std::is_same_v<In, E> && x_.ss == 1 && x_.sc == x_.s && x_.n > 1)
+                gather_len_ = samples_per_block_ * box_channels_ * s;
             return;
         }
         if (x_.s <= kBlock) {

@@ -325,25 +325,6 @@ inline bool one_pass_moments(double sd, double sq, i64 n, double& rel, double& m
     return rel * rel * static_cast<double>(n) <= kShiftRange * kShiftRange * m2;
 }
 
-template <class E>
-LS_INLINE bool runs_fast_rest(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
-                              i64* above, LineAhead& ahead, const Pass1<E>& r, E first_shift, double sd1,
-                              double sq1);
-
-// Fast path over the runs; false when they hold a non-finite value (nothing written then).
-// row_sums[r] receives the sum of run r.
-template <class E>
-LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
-                              i64* above, double* row_sums, LineAhead& ahead) {
-    const bool tail = len % kLanes != 0;
-    const E first_shift = first_pass_shift(x, len);
-    double sd1 = 0, sq1 = 0;
-    const Pass1<E> r =
-        tail ? runs_pass1_thr<E, true>(x, rows, stride, len, thr, num_thr, above, row_sums, first_shift, sd1, sq1, ahead)
-             : runs_pass1_thr<E, false>(x, rows, stride, len, thr, num_thr, above, row_sums, first_shift, sd1, sq1, ahead);
-    return runs_fast_rest(x, rows, stride, len, thr, num_thr, p, above, ahead, r, first_shift, sd1, sq1);
-}
-
 // The rest of runs_fast after pass 1 (r, and Σd, Σd² around first_shift): thresholds past the first two,
 // the moments (pass 1's, or a pass 2 around the mean), the block's Partial.
 template <class E>
@@ -382,6 +363,20 @@ LS_INLINE bool runs_fast_rest(const E* x, i64 rows, i64 stride, i64 len, const E
     p.ref = static_cast<double>(shift);
     shifted_moments(sd, sq, n, p.rel, p.m2);
     return true;
+}
+
+// Fast path over the runs; false when they hold a non-finite value (nothing written then).
+// row_sums[r] receives the sum of run r.
+template <class E>
+LS_INLINE bool runs_fast_impl(const E* x, i64 rows, i64 stride, i64 len, const E* thr, int num_thr, Partial& p,
+                              i64* above, double* row_sums, LineAhead& ahead) {
+    const bool tail = len % kLanes != 0;
+    const E first_shift = first_pass_shift(x, len);
+    double sd1 = 0, sq1 = 0;
+    const Pass1<E> r =
+        tail ? runs_pass1_thr<E, true>(x, rows, stride, len, thr, num_thr, above, row_sums, first_shift, sd1, sq1, ahead)
+             : runs_pass1_thr<E, false>(x, rows, stride, len, thr, num_thr, above, row_sums, first_shift, sd1, sq1, ahead);
+    return runs_fast_rest(x, rows, stride, len, thr, num_thr, p, above, ahead, r, first_shift, sd1, sq1);
 }
 
 #ifdef LS_POW2_AVX512
@@ -458,8 +453,8 @@ LS_AVX512 LS_INLINE Pass1<float> runs_pass1_counted(const float* x, i64 rows, i6
     return p;
 }
 
-// runs_fast for float32 runs of a multiple of kLanes values, longer than kShortLen, whose pass 1 also
-// counts them into the fused histogram's table (grid a float32 grid, see pow2::float32_grid), finite or
+// runs_fast (or short_runs_fast: the same results) for float32 runs of a multiple of kLanes values, whose
+// pass 1 also counts them into the fused histogram's table (grid a float32 grid, see pow2::float32_grid), finite or
 // not: the caller counts nothing more.
 LS_AVX512 bool runs_fast_counted(const float* x, i64 rows, i64 stride, i64 len, const float* thr, int num_thr,
                                  Partial& p, i64* above, double* row_sums, LineAhead& ahead,
@@ -950,7 +945,7 @@ LS_INLINE bool tile_fast_impl(const E* x, i64 rows, i64 ld, i64 width, i64 group
     for (int t = 2; t < num_thr; ++t) tile_count_above(x, rows, ld, width, thr[t], ts.above.data() + t * width);
     const double inv = 1.0 / static_cast<double>(rows);
 #pragma omp simd
-    for (i64 w = 0; w < width; ++w) {  // the shift, a value of type E near the mean (see runs_fast_impl)
+    for (i64 w = 0; w < width; ++w) {  // the shift, a value of type E near the mean (see runs_fast_rest)
         ts.eshift[w] = static_cast<E>(ts.sum[w] * inv);
         ts.shift[w] = static_cast<double>(ts.eshift[w]), ts.sd[w] = 0, ts.sq[w] = 0;
     }
