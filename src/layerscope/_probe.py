@@ -30,6 +30,7 @@ from .capture.bounds import output_bounds, saturation_thresholds
 from .capture.layout import view_geometry
 from .kernels import channel_reducer, select_backend
 from .report.result import LayerResult, ProbeResult
+from .stats._direct import plan_direct
 from .stats._joint import plan_joint
 from .stats._planned import batch_key
 
@@ -82,6 +83,11 @@ class _Layer:
     joined: tuple[Any, ...] = ()
     joint_tried: Any = ()
     plan: _Plan | None = None  # for the last input's shape, dtype and device
+    # the reduction and updates of the default statistics in one native call (stats/_direct.py), for the
+    # batch shape it was planned on; direct_ok: every accumulator is of a kind it takes
+    direct: Any = None
+    direct_ok: bool = False
+    direct_tried: Any = ()
 
     @property
     def grad_accumulators(self) -> list[Any]:
@@ -144,6 +150,7 @@ class Probe:
         self._handles: list[Any] = []
         self._running: list[str] = []
         self._last_layout: dict[tuple[int, ...], Layout] = {}
+        self._direct = True  # the one-call path of stats/_direct.py (off: every batch takes the general path)
         self.batches = 0
 
     # -- hooks -------------------------------------------------------------------------------
@@ -206,6 +213,11 @@ class Probe:
 
     def _observe(self, name: str, module: nn.Module, tensor: torch.Tensor) -> None:
         layer = self._layers.get(name) or self._new_layer(name, module, tensor)
+        direct = layer.direct
+        if direct is not None and direct.run(tensor):  # the same state as below, in one native call
+            layer.calls += 1
+            layer.samples += direct.samples
+            return
         plan = layer.plan
         if plan is None or plan.key != (tensor.shape, tensor.dtype, tensor.device):
             plan = layer.plan = _Plan(tensor, layer.layout, self.backend)
@@ -223,6 +235,8 @@ class Probe:
                     acc.update(view, reduced)
             if not joined and layer.joinable:
                 self._plan_joint(layer, view)
+        if layer.direct_ok and self._direct:
+            self._plan_direct(layer, tensor, view)
         if tensor.requires_grad and layer.grad_accumulators:
             # Gradient statistics (e.g. Taylor impact a·∂L/∂a) need this batch's activation when its
             # gradient arrives; the tensor hook holds it only until then (one batch, one backward).
@@ -251,6 +265,15 @@ class Probe:
         layer.joined = tuple(layer.accumulators.values())
         layer.others = tuple(a for a in layer.joined if not any(a is j for j in joined))
 
+    def _plan_direct(self, layer: _Layer, tensor: torch.Tensor, view: Any) -> None:
+        """After a batch of the general path: plan the layer's direct update for this batch's geometry (again
+        when a plan existed, whose state has since been replaced; once per geometry while none can be made)."""
+        key = (tensor.shape, tensor.stride(), tensor.dtype, tensor.device)
+        if layer.direct is None and key == layer.direct_tried:
+            return
+        layer.direct_tried = key
+        layer.direct = plan_direct(layer.accumulators, tensor, view, layer.thresholds, self.backend)
+
     @staticmethod
     def _make_grad_hook(layer: _Layer, view: Any):
         def on_grad(grad: torch.Tensor) -> None:
@@ -275,7 +298,8 @@ class Probe:
         backend, _ = select_backend(tensor.device, tensor.dtype, self.backend)
         layer = _Layer(name, type(module).__name__, layout, thresholds, bounds, accumulators,
                        backend=backend.name, order=len(self._layers),
-                       joinable=len({"spectrum", "spatial", "covariance"} & set(accumulators)) >= 2)
+                       joinable=len({"spectrum", "spatial", "covariance"} & set(accumulators)) >= 2,
+                       direct_ok=bool(accumulators) and set(accumulators) <= set(DEFAULT_STATS))
         self._layers[name] = layer
         return layer
 

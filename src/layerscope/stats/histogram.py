@@ -170,26 +170,31 @@ class AdaptiveHistogram:
         lo_hi = self._batch_range(reduced)
         if lo_hi is None:  # no finite value in this batch
             return
-        lo, hi = lo_hi
+        # counted during the reduction's read: NumPy counts of a native reduction (no tensor made), or a tensor
+        array = getattr(reduced, "histogram_array", None)
+        self.absorb_counted(*lo_hi, reduced.histogram_grid, array if array is not None else reduced.histogram,
+                            view.data)
+
+    def absorb_counted(self, lo: float, hi: float, grid: tuple[int, int, int] | None,
+                       counts: np.ndarray | torch.Tensor | None, data: torch.Tensor) -> None:
+        """Add a batch whose finite values span ``[lo, hi]`` (``lo <= hi``): its counts on ``grid`` (``[bins +
+        2]`` or more, as the fused reduction counted them; None: not counted) are used when ``grid`` is
+        still the grid after the batch's range is taken in, else the values of ``data`` are counted again."""
         before = self.fused_grid()
         if self.counts is None or not (self.min <= lo and hi <= self.max):
             # else the grid stays: it is a function of (min, max) alone (see the module docstring)
-            self._grow(lo, hi, view.data.device)
+            self._grow(lo, hi, data.device)
             if before != self.fused_grid():
                 before = None  # the reduction counted on the old grid (or none): count again
-        if before is not None and reduced.histogram_grid == before:
+        if before is not None and counts is not None and grid == before:
             # counted during the reduction's read on this very grid, and every value fell inside it
-            array = getattr(reduced, "histogram_array", None)  # NumPy counts: no tensor made for them
-            if array is not None and self.counts.is_cpu:
-                counts = self.counts.numpy()  # a view: the NumPy add updates the state in place
-                np.add(counts, array[: self.bins], out=counts)
+            if isinstance(counts, np.ndarray) and self.counts.is_cpu:
+                state = self.counts.numpy()  # a view: the NumPy add updates the state in place
+                np.add(state, counts[: self.bins], out=state)
                 return
-            if reduced.histogram is not None:
-                self.counts += reduced.histogram[: self.bins].to(self.counts.device)
-                return
-        self.counts += bin_values(view.data, self.exponent, self.offset, self.bins, self.backend).to(
-            self.counts.device
-        )
+            self.counts += torch.as_tensor(counts[: self.bins]).to(self.counts.device)
+            return
+        self.counts += bin_values(data, self.exponent, self.offset, self.bins, self.backend).to(self.counts.device)
 
     @staticmethod
     def _batch_range(reduced: ChannelStats) -> tuple[float, float] | None:
