@@ -11,7 +11,6 @@ from torch import nn
 from layerscope._probe import Probe
 from layerscope.kernels._native_accumulate import available
 from layerscope.stats import _direct
-from layerscope.stats.histogram import AdaptiveHistogram
 
 pytestmark = pytest.mark.skipif(not available() or _direct._lib_fn() is None, reason="native extension not built")
 
@@ -45,22 +44,22 @@ def _batches(dtype, seed=0):
 
 
 def _run(model, batches, direct, **options):
-    """The probe's state after ``batches``; with ``direct``, also what each DirectUpdate.run returned and
-    how often it handed the histogram back."""
+    """The probe's state after ``batches``; with ``direct``, also what each DirectUpdate.run returned and,
+    for each batch the call handed back to the histogram, whether its grid changed."""
     runs, handed = [], []
-    original_run, original_absorb = _direct.DirectUpdate.run, AdaptiveHistogram.absorb_counted
+    original_run, original_replan = _direct.DirectUpdate.run, _direct.DirectUpdate._replan_histogram
 
     def run(self, tensor):
         done = original_run(self, tensor)
         runs.append(done)
         return done
 
-    def absorb(self, *args):
-        handed.append(args[2])
-        return original_absorb(self, *args)
+    def replan(self):  # called after the histogram took a batch that the call handed back
+        handed.append(tuple(self.plan[_direct._E:_direct._BINS + 1]) != self.histogram.fused_grid())
+        return original_replan(self)
 
     _direct.DirectUpdate.run = run
-    AdaptiveHistogram.absorb_counted = absorb
+    _direct.DirectUpdate._replan_histogram = replan
     try:
         probe = Probe(model, **options)
         probe._direct = direct
@@ -69,7 +68,7 @@ def _run(model, batches, direct, **options):
                 model(x)
     finally:
         _direct.DirectUpdate.run = original_run
-        AdaptiveHistogram.absorb_counted = original_absorb
+        _direct.DirectUpdate._replan_histogram = original_replan
     return probe, runs, handed
 
 
@@ -102,7 +101,8 @@ def test_direct_update_equals_the_general_path(dtype):
     # 4 layers: from the second batch on, every layer-batch but the size change (which plans again) is direct
     assert sum(runs) >= 4 * 7
     assert not all(runs)  # the batch of 9 declined
-    assert any(g is not None for g in handed)  # growth handed back from the direct call (with its counts)
+    # growth handed back from the call: onto a new grid (counted again), and within the grid (its counts kept)
+    assert any(handed) and not all(handed)
     _assert_same(direct.state_dict(), general.state_dict())
     assert all(layer.direct is not None for layer in direct._layers.values())
 
@@ -213,3 +213,23 @@ def test_other_statistics_and_the_torch_backend_take_the_general_path():
     assert not runs and all(layer.direct is None for layer in probe._layers.values())
     probe, runs, _ = _run(model, batches, True, stats=("moments",))  # a subset of the three is direct
     assert sum(runs) == 4 * 2
+
+
+def test_a_failed_call_takes_the_general_path_or_raises():
+    """-1 (the reduction failed, nothing written): the batch takes the general path; -2 (the coverage
+    update failed after the reduction): the forward pass raises, naming what may be partly updated."""
+    model = Net(torch.float32)
+    batches = _batches(torch.float32)[:3]
+    probe = Probe(model)
+    with torch.inference_mode(), probe:
+        model(batches[0])
+        model(batches[1])
+        for layer in probe._layers.values():
+            layer.direct.fn = lambda *args: -1
+        model(batches[2])
+    general, _, _ = _run(model, batches, False)
+    _assert_same(probe.state_dict(), general.state_dict())
+    for layer in probe._layers.values():
+        layer.direct.fn = lambda *args: -2
+    with torch.inference_mode(), probe, pytest.raises(RuntimeError, match="coverage state may hold part"):
+        model(batches[0])
