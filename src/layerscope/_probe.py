@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import operator
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,7 +149,7 @@ class Probe:
         self._modules = select_modules(model, layers, types, exclude)
         self._layers: dict[str, _Layer] = {}
         self._handles: list[Any] = []
-        self._running: list[str] = []
+        self._failed: str | None = None  # the failing module's name, once the with block has seen the error
         self._last_layout: dict[tuple[int, ...], Layout] = {}
         self._direct = True  # the one-call path of stats/_direct.py (off: every batch takes the general path)
         self.batches = 0
@@ -160,17 +161,16 @@ class Probe:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.detach()
-        if exc is not None and self.failed_layer and hasattr(exc, "add_note"):
-            exc.add_note(f"layerscope: the forward pass failed in layer {self.failed_layer!r}")
+        if exc is not None:
+            self._failed = self._module_of(exc)
+            if self._failed and hasattr(exc, "add_note"):
+                exc.add_note(f"layerscope: the forward pass failed in layer {self._failed!r}")
 
     def attach(self) -> None:
         if self._handles:
             return
         try:
             self._handles.append(self.model.register_forward_pre_hook(self._on_model_start))
-            for name, module in self.model.named_modules():
-                self._handles.append(module.register_forward_pre_hook(self._make_enter(name or "<model>")))
-                self._handles.append(module.register_forward_hook(self._on_module_exit))
             for name, module in self._modules:
                 self._handles.append(module.register_forward_hook(self._make_hook(name)))
         except BaseException:
@@ -184,22 +184,29 @@ class Probe:
 
     @property
     def failed_layer(self) -> str | None:
-        """The innermost module that was running when a forward pass raised (None if none did)."""
-        return self._running[-1] if self._running else None
+        """The innermost module that was running when a forward pass raised (None if none did): read from
+        the exception's traceback, when the ``with`` block exits or inside an ``except`` clause."""
+        if self._failed is None:
+            exc = sys.exc_info()[1]
+            return self._module_of(exc) if exc is not None else None
+        return self._failed
+
+    def _module_of(self, exc: BaseException) -> str | None:
+        """The name of the innermost module of ``self.model`` whose code (``forward``, or the call that runs
+        it and its hooks) is on the traceback of ``exc``: the frames whose ``self`` is one of them. Hooks
+        on every module would know it without a traceback, at a Python call per module and batch."""
+        names = {id(m): name or "<model>" for name, m in self.model.named_modules()}
+        found, tb = None, exc.__traceback__
+        while tb is not None:
+            owner = tb.tb_frame.f_locals.get("self")
+            if isinstance(owner, nn.Module) and id(owner) in names:
+                found = names[id(owner)]
+            tb = tb.tb_next
+        return found
 
     def _on_model_start(self, module: nn.Module, args: Any) -> None:
-        self._running.clear()
+        self._failed = None
         self.batches += 1
-
-    def _make_enter(self, name: str):
-        def enter(module: nn.Module, args: Any) -> None:
-            self._running.append(name)
-
-        return enter
-
-    def _on_module_exit(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self._running:
-            self._running.pop()
 
     def _make_hook(self, name: str):
         def hook(module: nn.Module, args: Any, output: Any) -> None:

@@ -107,6 +107,53 @@ def test_hooks_are_removed_after_an_exception_and_the_failing_layer_is_named():
         assert not m._forward_hooks and not m._forward_pre_hooks
 
 
+class _Block(nn.Module):
+    def __init__(self, fail_here):
+        super().__init__()
+        self.inner = nn.Linear(4, 4)
+        self.fail_here = fail_here
+
+    def forward(self, x):
+        h = self.inner(x)
+        if self.fail_here:
+            raise ValueError("bad block")  # the block's own code, after its child returned
+        return h
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    (nn.Sequential(_Block(False), _Block(True)), "1"),
+    (nn.Sequential(_Block(False), nn.Sequential(nn.ReLU(), nn.Linear(3, 2))), "1.1"),
+])
+def test_the_failing_module_is_the_innermost_one_running(model, expected):
+    """A container failing in its own code after a child returned is named, not the child; a leaf failing
+    inside nested containers is named; inside an ``except`` clause of a probe attached without ``with``."""
+    probe = Probe(model, stats=("moments",))
+    probe.attach()
+    try:
+        model(torch.randn(3, 4))
+    except (ValueError, RuntimeError):
+        assert probe.failed_layer == expected
+    else:
+        raise AssertionError("the forward pass did not fail")
+    finally:
+        probe.detach()
+    with pytest.raises((ValueError, RuntimeError)), probe:
+        model(torch.randn(3, 4))
+    assert probe.failed_layer == expected
+
+
+def test_a_pass_that_succeeds_names_no_failing_module():
+    model = nn.Sequential(_Block(False), _Block(True))
+    probe = Probe(model, stats=("moments",))
+    with pytest.raises(ValueError), probe:
+        model(torch.randn(3, 4))
+    assert probe.failed_layer == "1"
+    model[1].fail_here = False
+    with probe:
+        model(torch.randn(3, 4))
+    assert probe.failed_layer is None
+
+
 def test_no_activation_survives_the_hook():
     refs = []
 
