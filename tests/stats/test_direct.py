@@ -233,3 +233,15 @@ def test_a_failed_call_takes_the_general_path_or_raises():
         layer.direct.fn = lambda *args: -2
     with torch.inference_mode(), probe, pytest.raises(RuntimeError, match="coverage state may hold part"):
         model(batches[0])
+
+
+def test_unbatched_outputs_count_one_sample_per_call():
+    """A module called without a batch dimension ([C] out) is one sample per call, as in the general path."""
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh())
+    g = torch.Generator().manual_seed(6)
+    batches = [torch.randn(5, generator=g) for _ in range(4)]
+    direct, runs, _ = _run(model, batches, True)
+    general, _, _ = _run(model, batches, False)
+    assert sum(runs) == 2 * 3
+    _assert_same(direct.state_dict(), general.state_dict())
+    assert direct._layers["1"].samples == 4 and direct._layers["1"].accumulators["coverage"].samples == 4

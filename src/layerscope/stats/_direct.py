@@ -77,7 +77,7 @@ class DirectUpdate:
         self.fn, self.plan, self.out, self.thresholds = fn, plan, out, thresholds  # kept alive: the plan points at them
         self.address = ctypes.addressof(plan)
         self.shape, self.strides, self.dtype = tensor.shape, tensor.stride(), tensor.dtype
-        self.samples = tensor.shape[0]
+        self.samples = plan[_N]  # the view's N: an unbatched [C] output is one sample
         self.moments, self.coverage, self.histogram = moments, coverage, histogram
         # the layer's accumulators (its dict, and the objects it held): one replaced by another declines
         self.accumulators, self.joined = accumulators, tuple(accumulators.values())
