@@ -8,6 +8,8 @@
 Hooks are removed in ``finally`` (also when the forward pass raises). A hook reduces each activation
 once (``kernels.channel_reduce``: a fused per-channel reduction shared by every accumulator of the
 layer), lets the accumulators read the view, and returns: no reference to the activation survives it.
+For a layer whose statistics are the default ones with native CPU state, the reduction and their
+updates are one native call from the second batch of a shape on (``stats/_direct.py``).
 """
 
 from __future__ import annotations
