@@ -12,6 +12,8 @@ from layerscope._probe import Probe
 from layerscope.kernels._native_accumulate import available
 from layerscope.stats import _direct
 
+from ._same import assert_same_state
+
 pytestmark = pytest.mark.skipif(not available() or _direct._lib_fn() is None, reason="native extension not built")
 
 
@@ -72,24 +74,6 @@ def _run(model, batches, direct, **options):
     return probe, runs, handed
 
 
-def _assert_same(a, b, path=""):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _assert_same(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), path
-        for i, (u, v) in enumerate(zip(a, b, strict=True)):
-            _assert_same(u, v, f"{path}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape, path
-        assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)) and torch.equal(a.isnan(), b.isnan()), path
-    elif isinstance(a, float) and a != a:
-        assert b != b, path
-    else:
-        assert a == b, path
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_direct_update_equals_the_general_path(dtype):
     torch.manual_seed(0)
@@ -103,7 +87,7 @@ def test_direct_update_equals_the_general_path(dtype):
     assert not all(runs)  # the batch of 9 declined
     # growth handed back from the call: onto a new grid (counted again), and within the grid (its counts kept)
     assert any(handed) and not all(handed)
-    _assert_same(direct.state_dict(), general.state_dict())
+    assert_same_state(direct.state_dict(), general.state_dict())
     assert all(layer.direct is not None for layer in direct._layers.values())
 
 
@@ -119,7 +103,7 @@ def test_direct_update_with_reference_ranges():
     assert sum(runs) >= 4 * 7
     cov = direct._layers["conv"].accumulators["coverage"]
     assert cov.ranges is not None and bool(cov.kmnc_hits.any()) and bool(cov.upper_hits.any())
-    _assert_same(direct.state_dict(), general.state_dict())
+    assert_same_state(direct.state_dict(), general.state_dict())
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -137,7 +121,7 @@ def test_direct_update_equals_the_general_path_on_any_thread_count(threads):
     finally:
         torch.set_num_threads(saved)
     assert sum(runs) == 2 * 4
-    _assert_same(direct.state_dict(), general.state_dict())
+    assert_same_state(direct.state_dict(), general.state_dict())
 
 
 def test_merged_and_replaced_state_declines_then_plans_again():
@@ -170,7 +154,7 @@ def test_merged_and_replaced_state_declines_then_plans_again():
             mix = probe._layers["mix"]
             assert mix.direct.moments is mix.accumulators["moments"]  # planned again on the restored objects
         results.append(probe.state_dict())
-    _assert_same(*results)
+    assert_same_state(*results)
 
 
 def test_direct_path_matches_numpy():
@@ -228,7 +212,7 @@ def test_a_failed_call_takes_the_general_path_or_raises():
             layer.direct.fn = lambda *args: -1
         model(batches[2])
     general, _, _ = _run(model, batches, False)
-    _assert_same(probe.state_dict(), general.state_dict())
+    assert_same_state(probe.state_dict(), general.state_dict())
     for layer in probe._layers.values():
         layer.direct.fn = lambda *args: -2
     with torch.inference_mode(), probe, pytest.raises(RuntimeError, match="coverage state may hold part"):
@@ -243,5 +227,5 @@ def test_unbatched_outputs_count_one_sample_per_call():
     direct, runs, _ = _run(model, batches, True)
     general, _, _ = _run(model, batches, False)
     assert sum(runs) == 2 * 3
-    _assert_same(direct.state_dict(), general.state_dict())
+    assert_same_state(direct.state_dict(), general.state_dict())
     assert direct._layers["1"].samples == 4 and direct._layers["1"].accumulators["coverage"].samples == 4

@@ -21,6 +21,8 @@ from layerscope.stats.covariance import ChannelCovariance
 from layerscope.stats.spatial import SpatialDensity
 from layerscope.stats.spectrum import ChannelSpectrum
 
+from ._same import assert_same_state
+
 pytestmark = pytest.mark.skipif(not available(), reason="native extension not built")
 
 STATS = ("moments", "spectrum", "spatial", "covariance", "connectivity")
@@ -72,20 +74,6 @@ def _run(model, batches, joint, **options):
     return probe, calls
 
 
-def _assert_same(a, b, path=""):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _assert_same(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape, path
-        assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)) and torch.equal(a.isnan(), b.isnan()), path
-    elif isinstance(a, float) and a != a:
-        assert b != b, path
-    else:
-        assert a == b, path
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("options", [{}, {"spatial_samples": None, "covariance_samples": 4, "spectrum_samples": 16}])
 def test_joint_update_equals_separate_updates(dtype, options):
@@ -96,7 +84,7 @@ def test_joint_update_equals_separate_updates(dtype, options):
     separate, none = _run(model, batches, False, **options)
     assert sum(calls) >= 3 * 2 and not none  # the joint call ran on most layer-batches
     assert not all(calls)  # and declined on the non-finite batch and the shape changes
-    _assert_same(joined.state_dict(), separate.state_dict())
+    assert_same_state(joined.state_dict(), separate.state_dict())
     assert {n: l.joint is not None for n, l in joined._layers.items()} == {"conv": True, "mix": True, "head": True}
 
 
@@ -142,7 +130,7 @@ def test_merged_and_replaced_state_declines_then_plans_again():
         finally:
             probe_module.plan_joint = saved
         results.append(probe.state_dict())
-    _assert_same(*results)
+    assert_same_state(*results)
 
 
 def test_joint_path_matches_scipy_and_numpy():
@@ -184,7 +172,7 @@ def test_joint_update_does_not_depend_on_the_thread_count():
             states.append(probe.state_dict())
     finally:
         torch.set_num_threads(threads)
-    _assert_same(*states)
+    assert_same_state(*states)
 
 
 @pytest.mark.parametrize("cls", [ChannelSpectrum, SpatialDensity, ChannelCovariance])
