@@ -72,19 +72,15 @@ LS_EXPORT int ls_direct_update(const void* x, int threads, const i64* plan) {
     const i64 n = plan[kN], c = plan[kC], num_thr = plan[kNumThr], parts = plan[kParts];
     const bool hist = parts & 4;
     const ls::Strided3 view{x, kDtypes[plan[kDtype]], n, c, plan[kS], plan[kSN], plan[kSC], plan[kSS]};
-    // the reduction's outputs as channel_reduce_py lays them out (8-byte cells)
-    const std::size_t bytes = static_cast<std::size_t>(c) * static_cast<std::size_t>(8 + num_thr + n) * 8;
+    const std::size_t bytes = std::max<std::size_t>(ls::reduce_out_bytes(n, c, num_thr), 8);
     void* p = nullptr;
     const ls::Pow2Counter grid{static_cast<int>(plan[kE]), plan[kJ0], plan[kBins]};
     auto* bounds = hist ? at<double>(plan, kOut) : nullptr;
     i64* counts = hist ? reinterpret_cast<i64*>(bounds + 2) : nullptr;
     bool reduced = false;  // past the reduction: a failure may have left the coverage half updated
     try {
-        p = ls::acquire_buffer(std::max<std::size_t>(bytes, 8));
-        i64* ip = static_cast<i64*>(p);
-        double* fp = reinterpret_cast<double*>(ip + c * (4 + num_thr));
-        const ls::ReduceOut out{ip, fp, fp + c, fp + 2 * c, fp + 3 * c, ip + c, ip + 4 * c, ip + 2 * c, ip + 3 * c,
-                                fp + 4 * c};
+        p = ls::acquire_buffer(bytes);
+        const ls::ReduceOut out = ls::reduce_out_at(p, c, num_thr);
         if (hist) std::fill_n(counts, grid.bins + 2, i64(0));
         ls::channel_reduce(view, at<const double>(plan, kThr), static_cast<int>(num_thr), out, threads,
                            hist ? &grid : nullptr, counts);
@@ -124,10 +120,10 @@ LS_EXPORT int ls_direct_update(const void* x, int threads, const i64* plan) {
                 }
             }
         }
-        ls::release_buffer(p, std::max<std::size_t>(bytes, 8));
+        ls::release_buffer(p, bytes);
         return status;
     } catch (const std::exception&) {
-        if (p) ls::release_buffer(p, std::max<std::size_t>(bytes, 8));
+        if (p) ls::release_buffer(p, bytes);
         return reduced ? -2 : -1;
     }
 }

@@ -102,19 +102,14 @@ py::tuple channel_reduce_py(const py::buffer& x, const std::string& dtype,
     const Strided3 view{info.ptr, dt, n, c, s, info.strides[0] / item, info.strides[1] / item,
                         info.strides[2] / item};
     const int num_thr = static_cast<int>(thresholds.size());
-    // 8-byte cells: count, zeros, nan, inf [C] | above [T, C] | mean, m2, min, max [C] | sample_mean [N, C]
-    const std::size_t cells = static_cast<std::size_t>(c) * (8 + num_thr + n);
-    const std::size_t bytes = cells * 8;
+    const std::size_t bytes = reduce_out_bytes(n, c, num_thr);
     void* p = acquire_buffer(bytes);
     py::capsule owner(p, nullptr, [](PyObject* cap) {
         void* q = PyCapsule_GetPointer(cap, nullptr);
         release_buffer(q, reinterpret_cast<std::size_t>(PyCapsule_GetContext(cap)));
     });
     PyCapsule_SetContext(owner.ptr(), reinterpret_cast<void*>(bytes));
-    i64* ip = static_cast<i64*>(p);
-    double* fp = reinterpret_cast<double*>(ip + c * (4 + num_thr));
-    const ReduceOut out{ip, fp, fp + c, fp + 2 * c, fp + 3 * c, ip + c, ip + 4 * c, ip + 2 * c, ip + 3 * c,
-                        fp + 4 * c};
+    const ReduceOut out = reduce_out_at(p, c, num_thr);
     const double* thr = thresholds.data();
     // the fused histogram: hist = (e, j0, bins) of a power-of-two grid, or None
     Pow2Counter grid{0, 0, 0};

@@ -1,6 +1,8 @@
 // Fused per-channel reduction: one read of an [N, C, S] activation (any element strides).
 #pragma once
 
+#include <cstddef>
+
 #include "common.hpp"
 #include "histogram.hpp"
 
@@ -28,6 +30,18 @@ struct ReduceOut {
     i64* inf;             // [C]
     double* sample_mean;  // [N, C]
 };
+
+// The outputs of one call in one buffer of reduce_out_bytes(n, c, t) bytes, 8-byte cells in the order
+// count, zeros, nan, inf [C] | above [T, C] | mean, m2, min, max [C] | sample_mean [N, C] (the Python
+// face's views of it, and the direct update, read it so).
+inline std::size_t reduce_out_bytes(i64 n, i64 c, i64 t) {
+    return static_cast<std::size_t>(c) * static_cast<std::size_t>(8 + t + n) * 8;
+}
+inline ReduceOut reduce_out_at(void* buffer, i64 c, i64 t) {
+    i64* ip = static_cast<i64*>(buffer);
+    double* fp = reinterpret_cast<double*>(ip + c * (4 + t));
+    return {ip, fp, fp + c, fp + 2 * c, fp + 3 * c, ip + c, ip + 4 * c, ip + 2 * c, ip + 3 * c, fp + 4 * c};
+}
 
 // thresholds: T float64 values; the count "above" is of finite x with x > t, compared exactly.
 // hist (optional): also count every value on that power-of-two grid while it is in cache, into
