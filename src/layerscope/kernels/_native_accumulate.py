@@ -62,6 +62,16 @@ def available() -> bool:
     return (_lib if _loaded else _load()) is not None
 
 
+def entry(name: str, argtypes: list[Any], restype: Any) -> Any:
+    """The extension's C function ``name`` with its ctypes signature set, or None (not built, or an older
+    build without it)."""
+    lib = _lib if _loaded else _load()
+    fn = getattr(lib, name, None) if lib is not None else None
+    if fn is not None and fn.argtypes is None:
+        fn.argtypes, fn.restype = argtypes, restype
+    return fn
+
+
 def _strided(x: torch.Tensor, channels_last: bool) -> tuple[int, int, int, int, int, int]:
     """``(n, c, p, sn, sc, sp)`` of a ``[N, C, P]`` (or ``[N, P, C]``) tensor."""
     sn, s1, s2 = x.stride()

@@ -51,18 +51,10 @@ def _bits(x: float) -> int:
 
 
 def _lib_fn() -> Any:
-    lib = _native._lib if _native._loaded else _native._load()
-    fn = getattr(lib, "ls_direct_update", None) if lib is not None else None
-    if fn is None:
+    words = _native.entry("ls_direct_plan_words", [], ctypes.c_int64)
+    if words is None or words() != _WORDS:  # not built, or a build whose plan layout is not this module's
         return None
-    if fn.argtypes is None:
-        words = lib.ls_direct_plan_words
-        words.argtypes, words.restype = [], ctypes.c_int64
-        if words() != _WORDS:  # a build whose plan layout is not this module's
-            return None
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        fn.restype = ctypes.c_int
-    return fn
+    return _native.entry("ls_direct_update", [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p], ctypes.c_int)
 
 
 class DirectUpdate:

@@ -38,13 +38,7 @@ _WELCH, _FOLD, _CELLS, _COV = 1, 2, 4, 8
 
 
 def _lib_fn() -> Any:
-    lib = _native._lib if _native._loaded else _native._load()
-    fn = getattr(lib, "ls_layer_update", None) if lib is not None else None
-    if fn is not None and fn.argtypes is None:
-        p = ctypes.c_void_p
-        fn.argtypes = [p] * 8
-        fn.restype = ctypes.c_int
-    return fn
+    return _native.entry("ls_layer_update", [ctypes.c_void_p] * 8, ctypes.c_int)
 
 
 class JointUpdate:
