@@ -116,6 +116,8 @@ public:
     void rethrow() const {
         if (error_) std::rethrow_exception(error_);
     }
+    // Whether an error was caught: read after a barrier that follows every run, all threads agree.
+    bool failed() const { return static_cast<bool>(error_); }
 
 private:
     std::mutex lock_;

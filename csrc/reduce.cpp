@@ -5,7 +5,8 @@
 // threshold counts (any further thresholds follow in their own sweeps), and Σd and Σd² of d = x − m̃ for
 // a shift m̃ taken from a few of the block's values, hence the block's mean m̃ + Σd/n and
 // M2 = Σd² − (Σd)²/n. When m̃ lies over a standard deviation from the block's mean (cancellation would
-// cost accuracy; channels-last tiles always), pass 2 sums d around the mean estimate of pass 1 instead.
+// cost accuracy; for a channels-last tile, from any of its channels' means), pass 2 sums d around the
+// mean estimate of pass 1 instead.
 // Channels-first float32 runs of a multiple of 16 values also count the fused histogram in pass 1.
 // Partial sums are kept in the compute type (float32 for float32 and half inputs) for at most 16 values
 // per lane and then added
@@ -150,6 +151,8 @@ public:
             sample_sum_.assign(static_cast<std::size_t>(parts_) * x_.n * x_.c, 0.0);
             sample_cnt_.assign(sample_sum_.size(), 0);
         }
+        // count, ref, rel per channel while the groups are folded
+        const std::unique_ptr<double[]> state(new double[static_cast<std::size_t>(3 * x_.c)]);
         FirstError error;
 #pragma omp parallel num_threads(threads_)
         {
@@ -166,9 +169,10 @@ public:
                     else run_channels(acc[g], *scratch, u0, u1);
                 });
             }
+            // after the loop's barrier every thread sees the same error state: all fold, or none
+            if (!error.failed()) finish(acc, out, state.get());
         }
         error.rethrow();
-        finish(acc, out);
         if (hist_)
             for (const ChannelAcc& a : acc)
                 if (!a.table.empty()) pow2_fold(a.table.data(), hist_->bins, hist_counts);
@@ -580,17 +584,17 @@ private:
     // -- fold the group accumulators (in group order) and the per-chunk sample sums into the outputs --
     // Group by group over the channels each holds (a group holds a contiguous range), so that no channel
     // scans every group for the ones that hold it: each channel still sees its groups' merges in group
-    // order, the updates of chan_merge (merge_group). Channel blocks go to the threads when there are
-    // enough merges to pay for a parallel region.
-    void finish(const std::vector<ChannelAcc>& acc, const ReduceOut& out) {
+    // order, the updates of chan_merge (merge_group). Called by every thread of the reduction's parallel
+    // region (no second region to start): blocks of channels are shared out among them.
+    void finish(const std::vector<ChannelAcc>& acc, const ReduceOut& out, double* state) {
         const i64 C = x_.c, N = x_.n, T = num_thr_;
-        std::vector<double> state(static_cast<std::size_t>(3 * C), 0.0);  // count, ref, rel per channel
-        double *cnt = state.data(), *ref = cnt + C, *rel = ref + C;
-        constexpr i64 kFinishBlock = 256;  // channels per parallel task
+        double *cnt = state, *ref = cnt + C, *rel = ref + C;
+        constexpr i64 kFinishBlock = 256;  // channels per task
         const i64 blocks = ceil_div(C, kFinishBlock);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (C * groups_ >= 32768)
+#pragma omp for schedule(static)
         for (i64 b = 0; b < blocks; ++b) {
             const i64 lo = b * kFinishBlock, hi = std::min(C, lo + kFinishBlock);
+            std::fill(cnt + lo, cnt + hi, 0.0), std::fill(ref + lo, ref + hi, 0.0), std::fill(rel + lo, rel + hi, 0.0);
             std::fill(out.m2 + lo, out.m2 + hi, 0.0);
             std::fill(out.min + lo, out.min + hi, std::numeric_limits<double>::infinity());
             std::fill(out.max + lo, out.max + hi, -std::numeric_limits<double>::infinity());
@@ -599,6 +603,7 @@ private:
             for (i64 t = 0; t < T; ++t) std::fill(out.above + t * C + lo, out.above + t * C + hi, 0);
             for (const ChannelAcc& g : acc) {
                 const i64 c0 = std::max(lo, g.c0), c1 = std::min(hi, g.c0 + g.c);
+                if (c0 >= c1) continue;
                 merge_group(g, c0, c1, cnt, ref, rel, out.m2, out.min, out.max, out.zeros,
                             out.nan, out.inf);
                 for (i64 t = 0; t < T; ++t) {
@@ -610,7 +615,7 @@ private:
             for (i64 ch = lo; ch < hi; ++ch) out.count[ch] = static_cast<i64>(cnt[ch]), out.mean[ch] = ref[ch] + rel[ch];
         }
         if (chunks_ == 1) return;  // the sample means were written by the units
-#pragma omp parallel for num_threads(threads_) schedule(static)
+#pragma omp for schedule(static)
         for (i64 i = 0; i < N * C; ++i) {
             double s = 0;
             i64 c = 0;

@@ -309,6 +309,36 @@ def test_float32_first_pass_moments_when_the_first_values_are_off_the_mean(shape
     np.testing.assert_allclose(got.sample_mean.numpy(), ref["sample_mean"], rtol=1e-6)
 
 
+# Channels-last tiles take their moments in one read too, around the mean of the 16 rows in the middle of
+# the tile (tile_shift in reduce_blocks.hpp; a tile is min(C, 256) channels by 32768 // that many rows:
+# one sample's chunk, or whole samples), and are read again around their channels' means when the shift
+# of any channel lies over a standard deviation from its mean. Here channel 0's 16 middle rows of the
+# first tile sit k standard deviations off an offset. A tile of R rows loses at most a factor R/16 to the
+# cancellation, so the tiles are tall (few channels): without the second read, k = 100 and 1e4 give M2
+# 0.9–2.3e-6 off on these shapes.
+@needs_native
+@pytest.mark.parametrize("k", [0.5, 100.0, 1e4])
+@pytest.mark.parametrize(
+    "shape", [(1, 2048, 16), (1, 4096, 8), (200, 16, 16), (5000, 1, 8), (1000, 4, 8), (8, 32, 128)]
+)
+def test_float32_channels_last_one_read_when_the_middle_rows_are_off_the_mean(shape, k):
+    n, s, c = shape
+    g = torch.Generator().manual_seed(13)
+    x = (1e3 + torch.randn(*shape, generator=g, dtype=torch.float64)).to(torch.float32)  # [N, S, C]
+    rows = 32768 // c  # rows of a tile
+    if s >= rows:  # a chunk of sample 0
+        block = x[0, :rows]
+    else:  # whole samples: rows // s of them (all when s == 1)
+        block = x[: min(n, rows // s if s > 1 else rows)].reshape(-1, c)
+    mid = (len(block) - 16) // 2
+    block[mid : mid + 16, 0] = 1e3 + k  # a view: writes x
+    view = view_of(x, True)
+    got, ref = native(view), reference(view)
+    assert np.max(np.abs(got.m2.numpy() - ref["m2"]) / ref["m2"]) <= 1e-6
+    assert np.max(np.abs(got.mean.numpy() - ref["mean"]) / np.abs(ref["mean"])) <= 1e-6
+    np.testing.assert_allclose(got.sample_mean.numpy(), ref["sample_mean"], rtol=1e-6)
+
+
 # Finite float32 values whose squares (or sums) overflow float32: the block is redone in float64.
 @needs_native
 @pytest.mark.parametrize("channels_last", [False, True])
