@@ -139,6 +139,10 @@ public:
         if (channels_last_) plan_rows();
         else plan_channels();
         groups_ = std::max<i64>(1, std::min<i64>(units_, static_cast<i64>(threads) * kGroupsPerThread));
+        // channels last, cut into a group of channels per thread or more (too few samples to share out):
+        // a group per channel group, so that each channel is folded from one group (the same groups for
+        // any thread count that cuts the channels alike)
+        if (channels_last_ && channel_groups_ >= threads) groups_ = channel_groups_;
         if (channels_last_ && channel_groups_ == 1)  // each group holds every channel: bound the memory
             groups_ = std::max<i64>(1, std::min(groups_, kMaxGroupCells / std::max<i64>(x.c, 1)));
     }
