@@ -585,6 +585,31 @@ private:
         }
     }
 
+    // The one group that holds channels [lo, hi), when no other holds any of them; else null.
+    static const ChannelAcc* sole_group(const std::vector<ChannelAcc>& acc, i64 lo, i64 hi) {
+        const ChannelAcc* only = nullptr;
+        for (const ChannelAcc& g : acc) {
+            if (g.c0 >= hi || g.c0 + g.c <= lo) continue;
+            if (only || g.c0 > lo || g.c0 + g.c < hi) return nullptr;
+            only = &g;
+        }
+        return only;
+    }
+
+    // The outputs of channels [lo, hi) from the one group that holds them: bitwise what merge_group gives
+    // when folding that group into empty results (its first merge takes the group's values).
+    void copy_group(const ChannelAcc& g, i64 lo, i64 hi, const ReduceOut& out) const {
+        const i64 k = lo - g.c0, n = hi - lo, C = x_.c;
+        for (i64 i = 0; i < n; ++i) {
+            out.count[lo + i] = static_cast<i64>(g.count[k + i]);
+            out.mean[lo + i] = g.ref[k + i] + g.rel[k + i];
+        }
+        std::copy_n(g.m2 + k, n, out.m2 + lo), std::copy_n(g.min + k, n, out.min + lo);
+        std::copy_n(g.max + k, n, out.max + lo), std::copy_n(g.zeros + k, n, out.zeros + lo);
+        std::copy_n(g.nan + k, n, out.nan + lo), std::copy_n(g.inf + k, n, out.inf + lo);
+        for (i64 t = 0; t < num_thr_; ++t) std::copy_n(g.above + t * g.c + k, n, out.above + t * C + lo);
+    }
+
     // -- fold the group accumulators (in group order) and the per-chunk sample sums into the outputs --
     // Group by group over the channels each holds (a group holds a contiguous range), so that no channel
     // scans every group for the ones that hold it: each channel still sees its groups' merges in group
@@ -598,6 +623,10 @@ private:
 #pragma omp for schedule(static)
         for (i64 b = 0; b < blocks; ++b) {
             const i64 lo = b * kFinishBlock, hi = std::min(C, lo + kFinishBlock);
+            if (const ChannelAcc* only = sole_group(acc, lo, hi)) {  // its values are the channels' results
+                copy_group(*only, lo, hi, out);
+                continue;
+            }
             std::fill(cnt + lo, cnt + hi, 0.0), std::fill(ref + lo, ref + hi, 0.0), std::fill(rel + lo, rel + hi, 0.0);
             std::fill(out.m2 + lo, out.m2 + hi, 0.0);
             std::fill(out.min + lo, out.min + hi, std::numeric_limits<double>::infinity());
