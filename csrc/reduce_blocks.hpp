@@ -1140,11 +1140,12 @@ LS_INLINE bool tile_fast_impl(const E* x, i64 rows, i64 ld, i64 width, i64 group
     std::fill_n(ts.hi.data(), width, -std::numeric_limits<E>::infinity());
     std::fill_n(ts.zeros.data(), width, 0);
     std::fill(ts.above.begin(), ts.above.end(), 0);
-    // pass 1's spans: the groups, or the whole tile when groups are shorter than a chunk (chunks of a few
-    // rows cost more than they read); then the groups' sums follow apart, into gs, and the tile's Σx
-    // goes to a spare row
+    // pass 1's spans: the groups, or the whole tile when groups are shorter than half a chunk (chunks of
+    // a few rows cost more than they read); then the groups' sums follow apart, into gs, and the tile's
+    // Σx goes to a spare row. One thread, 128 × 256 float32 tiles: groups of 8–12 rows 0.17–0.18 ns per
+    // value spanned (0.19–0.21 in two passes), 4 rows 0.35 spanned against 0.27 apart.
     const i64 groups = rows / group_rows;
-    const bool short_groups = groups > 1 && group_rows < kFlush;
+    const bool short_groups = groups > 1 && group_rows < kFlush / 2;
     const std::size_t cells = static_cast<std::size_t>((groups + 1) * width);
     if (ts.group_sum.size() < cells) ts.group_sum.resize(cells);
     double* const gs = ts.group_sum.data();

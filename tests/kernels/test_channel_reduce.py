@@ -47,9 +47,10 @@ def poison(x: torch.Tensor) -> torch.Tensor:
 
 
 # [N, C, S] shapes (channels first) / [N, S, C] (channels last): lengths that are not powers of two,
-# S = 1, one sample, long runs cut into chunks, more channels than a tile, very short rows.
+# S = 1, one sample, long runs cut into chunks, more channels than a tile, very short rows, samples of
+# fewer rows than a chunk of 16.
 SHAPES_NCS = [(4, 3, 37), (1, 2, 9001), (64, 5, 7), (3, 600, 1), (2, 1, 5000), (5, 7, 4096)]
-SHAPES_NSC = [(4, 37, 3), (1, 3000, 5), (64, 1, 515), (3, 1, 1), (2, 129, 700), (1, 2, 1030)]
+SHAPES_NSC = [(4, 37, 3), (1, 3000, 5), (64, 1, 515), (3, 1, 1), (2, 129, 700), (1, 2, 1030), (16, 10, 300)]
 
 
 @needs_native
@@ -240,7 +241,8 @@ def test_zero_copy_and_gradients_untouched():
 @pytest.mark.parametrize(
     "channels_last,s,c",
     [(False, 100, 6), (False, 5000, 2), (False, 9000, 1), (True, 30, 64), (True, 700, 64), (True, 3, 300),
-     (True, 1, 300), (True, 48, 300)],  # 48: whole chunks of 16 rows per sweep (tile_pass1/2), 300: two tiles
+     (True, 1, 300), (True, 48, 300), (True, 10, 300)],  # 48: whole chunks of 16 rows per sweep (tile_pass1/2),
+    # 10: samples read in chunks of their own rows, 3 and 1: samples summed apart; 300: two tiles
 )
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
