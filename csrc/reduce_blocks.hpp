@@ -781,9 +781,10 @@ LS_INLINE void tile_shift(const E* x, i64 rows, i64 ld, i64 width, E* shift) {
 // of d = x − eshift, in one read of the tile. The rows come in spans of span rows (whole samples; or the
 // whole tile), each taken in chunks of kFlush rows from its first: a chunk's partials are added into
 // float64, its Σx into the block's and into its span's sums ss[k·width, (k + 1)·width) — for a span of
-// one sample, tile_pass2's sums of the sample (the same additions). A whole chunk is one sweep over the channels, the chunk's accumulators in
-// registers (loaded and stored once per kFlush values of a channel; sweeps of four rows, as a short chunk
-// still takes, stored six vectors per four rows and were bound by the stores).
+// one sample, tile_pass2's sums of the sample (the same additions). A whole chunk is one sweep over the
+// channels, the chunk's accumulators in registers (loaded and stored once per kFlush values of a channel;
+// sweeps of four rows, as a short chunk still takes, stored six vectors per four rows and were bound by
+// the stores).
 template <class E, int Thr>
 LS_INLINE void tile_pass1(const E* x, i64 rows, i64 ld, i64 width, const E* thr, TileScratch<E>& ts, double* ss,
                           i64 span) {
@@ -1068,11 +1069,11 @@ LS_INLINE void tile_pass2(const E* x, i64 rows, i64 ld, i64 width, TileScratch<E
 }
 
 // Σx of each group of group_rows rows (< kFlush: one partial per group, part), in tile_pass2's order of
-// additions (quads of rows, then single rows, from the group's first), into gs[g·width, (g + 1)·width).
+// additions (quads of rows, then single rows, from the group's first), added into gs[g·width, (g + 1)·width).
 template <class E>
 LS_INLINE void tile_group_sums(const E* x, i64 rows, i64 ld, i64 width, i64 group_rows, double* gs, E* part) {
+    std::fill_n(part, width, E(0));  // flush_channels zeroes it again after each group
     for (i64 g0 = 0; g0 + group_rows <= rows; g0 += group_rows) {
-        std::fill_n(part, width, E(0));
         const i64 end = g0 + group_rows;
         i64 r = g0;
         for (; r + 4 <= end; r += 4) {
@@ -1085,9 +1086,7 @@ LS_INLINE void tile_group_sums(const E* x, i64 rows, i64 ld, i64 width, i64 grou
 #pragma omp simd
             for (i64 w = 0; w < width; ++w) part[w] += p[w];
         }
-        double* out = gs + g0 / group_rows * width;
-#pragma omp simd
-        for (i64 w = 0; w < width; ++w) out[w] = static_cast<double>(part[w]);
+        flush_channels(part, gs + g0 / group_rows * width, width);  // gs zeroed by the caller
     }
 }
 
@@ -1122,6 +1121,26 @@ void tile_sum(const E* x, i64 rows, i64 ld, i64 width, double* sum, i64* count) 
     }
 }
 
+// tile_pass1 for num_thr thresholds (its first two), in AVX-512 intrinsics for float32 where the CPU has
+// them (tile_pass1_avx512: the same results).
+template <class E>
+LS_INLINE void tile_pass1_any(const E* x, i64 rows, i64 ld, i64 width, const E* thr, int num_thr,
+                              TileScratch<E>& ts, double* ss, i64 span) {
+#ifdef LS_POW2_AVX512
+    if constexpr (std::is_same_v<E, float>) {
+        if (pow2::has_avx512()) {
+            if (num_thr == 0) tile_pass1_avx512<0>(x, rows, ld, width, thr, ts, ss, span);
+            else if (num_thr == 1) tile_pass1_avx512<1>(x, rows, ld, width, thr, ts, ss, span);
+            else tile_pass1_avx512<2>(x, rows, ld, width, thr, ts, ss, span);
+            return;
+        }
+    }
+#endif
+    if (num_thr == 0) tile_pass1<E, 0>(x, rows, ld, width, thr, ts, ss, span);
+    else if (num_thr == 1) tile_pass1<E, 1>(x, rows, ld, width, thr, ts, ss, span);
+    else tile_pass1<E, 2>(x, rows, ld, width, thr, ts, ss, span);
+}
+
 // A finite tile's statistics in ts (false, with ts partly written, when it holds a NaN or ±Inf or its
 // squares overflow the compute type): one read with the moments around tile_shift's shift, kept when
 // every channel's shift lies within kShiftRange·σ of its mean (one_pass_moments), else a second pass
@@ -1153,21 +1172,7 @@ LS_INLINE bool tile_fast_impl(const E* x, i64 rows, i64 ld, i64 width, i64 group
     const i64 span = short_groups ? rows : group_rows;
     double* const ss = short_groups ? gs + groups * width : gs;
     tile_shift(x, rows, ld, width, ts.eshift.data());
-    bool done = false;
-#ifdef LS_POW2_AVX512
-    if constexpr (std::is_same_v<E, float>) {
-        if (pow2::has_avx512()) {
-            if (num_thr == 0) tile_pass1_avx512<0>(x, rows, ld, width, thr, ts, ss, span);
-            else if (num_thr == 1) tile_pass1_avx512<1>(x, rows, ld, width, thr, ts, ss, span);
-            else tile_pass1_avx512<2>(x, rows, ld, width, thr, ts, ss, span);
-            done = true;
-        }
-    }
-#endif
-    if (done) {
-    } else if (num_thr == 0) tile_pass1<E, 0>(x, rows, ld, width, thr, ts, ss, span);
-    else if (num_thr == 1) tile_pass1<E, 1>(x, rows, ld, width, thr, ts, ss, span);
-    else tile_pass1<E, 2>(x, rows, ld, width, thr, ts, ss, span);
+    tile_pass1_any(x, rows, ld, width, thr, num_thr, ts, ss, span);
     if (!all_finite(ts.sum.data(), width)) return false;
     for (int t = 2; t < num_thr; ++t) tile_count_above(x, rows, ld, width, thr[t], ts.above.data() + t * width);
     const double n = static_cast<double>(rows);
