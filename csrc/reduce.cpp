@@ -158,10 +158,12 @@ public:
         // count, ref, rel per channel while the groups are folded
         const std::unique_ptr<double[]> state(new double[static_cast<std::size_t>(3 * x_.c)]);
         FirstError error;
-#pragma omp parallel num_threads(threads_)
+        // no more threads than groups, and none started for one: each start wakes a sleeping thread
+        const int team = static_cast<int>(std::min<i64>(threads_, groups_));
+#pragma omp parallel num_threads(team) if (team > 1)
         {
-            std::unique_ptr<Scratch> scratch;
-            error.run([&] { scratch = std::make_unique<Scratch>(*this); });
+            Scratch* scratch = nullptr;
+            error.run([&] { scratch = &thread_scratch(*this); });
 #pragma omp for schedule(dynamic, 1)
             for (i64 g = 0; g < groups_; ++g) {
                 if (!scratch) continue;
@@ -215,14 +217,31 @@ private:
         std::vector<i64> box_counts;
         std::vector<In> gathered;      // a box of short runs, copied contiguous (see plan_channels)
         LineAhead ahead;               // the next unit's lines, fetched while the histogram counts this one
-        explicit Scratch(const Reducer& r)
-            : values(r.copies() ? static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_)) : 0),
-              above(r.num_thr_),
-              tile(r.tile_, r.num_thr_), unit_sum(r.channel_group_len_), unit_cnt(r.channel_group_len_),
-              row_sums(std::max<i64>(r.samples_per_block_, 1)), row_counts(row_sums.size()),
-              box_sums(static_cast<std::size_t>(r.box_channels_ * r.samples_per_block_)),
-              box_counts(box_sums.size()), gathered(static_cast<std::size_t>(r.gather_len_)) {}
+        // Sized for r's plan. Every buffer is written before it is read (a thread's scratch serves unit
+        // after unit), so a scratch kept from an earlier call serves as well as a new one.
+        void prepare(const Reducer& r) {
+            values.resize(r.copies() ? static_cast<std::size_t>(std::max(2 * kBlock, r.rows_ * r.tile_)) : 0);
+            above.resize(static_cast<std::size_t>(r.num_thr_));
+            tile.resize(r.tile_, r.num_thr_);
+            unit_sum.resize(static_cast<std::size_t>(r.channel_group_len_));
+            unit_cnt.resize(unit_sum.size());
+            row_sums.resize(static_cast<std::size_t>(std::max<i64>(r.samples_per_block_, 1)));
+            row_counts.resize(row_sums.size());
+            box_sums.resize(static_cast<std::size_t>(r.box_channels_ * r.samples_per_block_));
+            box_counts.resize(box_sums.size());
+            gathered.resize(static_cast<std::size_t>(r.gather_len_));
+            ahead.clear();
+        }
     };
+
+    // The calling thread's scratch, kept from call to call: a new one per thread and call was some
+    // twenty-five allocations (a third of a call on a small input went to malloc and free). What it keeps
+    // is bounded by the plan's tile and channel group, never by the batch: O(tile + channels) per thread.
+    static Scratch& thread_scratch(const Reducer& r) {
+        static thread_local Scratch kept;
+        kept.prepare(r);
+        return kept;
+    }
 
     // Whether load_runs / load_tile copy into Scratch::values (else they read the input in place and
     // the 64 KiB scratch is not allocated, nor zeroed, per thread and call).

@@ -726,10 +726,14 @@ struct TileScratch {
     std::vector<double> group_sum;  // [groups, width]: Σx of each group of rows (tile_sum's order)
     std::vector<Partial> masked;    // per channel, for tiles with NaN/Inf (allocated by tile_masked)
     std::vector<i64> masked_above;  // [width, T]
-    TileScratch(i64 width, int num_thr)
-        : part(width), part_d(width), part_q(width), eshift(width), lo(width), hi(width), zeros(width),
-          above(static_cast<std::size_t>(width) * num_thr), sum(width), shift(width), sd(width), sq(width),
-          rel(width), m2(width) {}
+    TileScratch() = default;
+    TileScratch(i64 width, int num_thr) { resize(width, num_thr); }
+    void resize(i64 width, int num_thr) {
+        const auto w = static_cast<std::size_t>(width);
+        for (auto* v : {&part, &part_d, &part_q, &eshift, &lo, &hi}) v->resize(w);
+        zeros.resize(w), above.resize(w * static_cast<std::size_t>(num_thr));
+        for (auto* v : {&sum, &shift, &sd, &sq, &rel, &m2}) v->resize(w);
+    }
 };
 
 // Whether every value is finite: x − x is 0 for finite x and NaN for ±Inf and NaN (vectorised).

@@ -209,6 +209,34 @@ def test_thread_counts_agree(channels_last, shape):
         assert torch.equal(getattr(again, f), getattr(results[-1], f)), f
 
 
+@needs_native
+def test_a_call_does_not_depend_on_the_calls_before_it():
+    """Each thread keeps its scratch buffers between calls: a result must not see what an earlier call of
+    another plan (other channels, tiles, boxes, a masked tile with NaN, half inputs) left in them."""
+    torch.manual_seed(3)
+    cases = [
+        view_of(torch.randn(8, 32, 1040), True),
+        view_of(poison(torch.randn(4, 37, 3)), True),
+        view_of(torch.randn(64, 5, 7), False),
+        view_of(poison(torch.randn(5, 7, 4096)), False),
+        view_of(torch.randn(16, 10, 300).to(torch.bfloat16), True),
+        view_of(torch.randn(64, 512, 16), False),
+    ]
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        first = [native(v) for v in cases]
+        for k in range(len(cases)):  # every case again, after each of the others
+            for j in range(len(cases)):
+                native(cases[j])
+                again = native(cases[k])
+                for f in ("count", "mean", "m2", "min", "max", "zeros", "above", "nan", "inf", "sample_mean"):
+                    a, b = getattr(again, f), getattr(first[k], f)
+                    assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)), (k, j, f)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("backend", [
     pytest.param("native", marks=[pytest.mark.native, pytest.mark.skipif(not NATIVE_BUILT, reason="native not built")]),
     "torch",

@@ -91,21 +91,22 @@ BACKENDS.register("torch")(
     )
 )
 
-_choice_cache: dict[tuple[str, torch.dtype, str | None, str], tuple[Backend, str]] = {}
+# keyed by the device itself: reading ``device.type`` costs twice the lookup (a call per activation)
+_choice_cache: dict[tuple[torch.device, torch.dtype, str | None, str], tuple[Backend, str]] = {}
 
 
 def select_backend(
     device: torch.device, dtype: torch.dtype, force: str | None = None, kernel: str = "channel_reduce"
 ) -> tuple[Backend, str]:
     """The backend that runs ``kernel`` on tensors of ``device``/``dtype``, and a sentence saying why."""
-    if kernel not in KERNELS:
-        raise ConfigError(f"unknown kernel {kernel!r}; choose one of: {', '.join(KERNELS)}")
-    key = (device.type, dtype, force, kernel)
-    if key not in _choice_cache:
-        _choice_cache[key] = (
-            _forced(device, dtype, force, kernel) if force else _preferred(device, dtype, kernel)
-        )
-    return _choice_cache[key]
+    key = (device, dtype, force, kernel)
+    chosen = _choice_cache.get(key)
+    if chosen is None:
+        if kernel not in KERNELS:
+            raise ConfigError(f"unknown kernel {kernel!r}; choose one of: {', '.join(KERNELS)}")
+        chosen = _forced(device, dtype, force, kernel) if force else _preferred(device, dtype, kernel)
+        _choice_cache[key] = chosen
+    return chosen
 
 
 _state_cache: dict[tuple[str, str | None], StateKernels | None] = {}

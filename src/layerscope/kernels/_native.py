@@ -96,10 +96,12 @@ def _threshold_array(thresholds: Sequence[float]) -> np.ndarray:
 def channel_reduce_native(
     view: LayoutView, thresholds: Sequence[float], histogram_grid: tuple[int, int, int] | None = None
 ) -> ChannelStats:
-    x = view.ncs()  # [N, C, S]: a strided view for channels-last data; the kernel reads either order
+    x = view.data
     dtype = x.dtype
     # activations come detached from hooks: their plain NumPy view is enough (no copy, no conj/neg bits)
     arr = x.numpy() if dtype != torch.bfloat16 and not x.requires_grad else as_array(x)
+    if view.channels_last:  # [N, S, C] → [N, C, S], a strided view; the kernel reads either order
+        arr = arr.swapaxes(1, 2)  # (NumPy's view: a third of the time of torch's transpose)
     # ten NumPy views of one buffer in ChannelStats field order, then the fused histogram's counts (or None)
     *fields, counts = _C.channel_reduce(
         arr, _TAGS[dtype], _threshold_array(thresholds), torch.get_num_threads(), histogram_grid
