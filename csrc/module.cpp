@@ -91,6 +91,7 @@ py::array_t<T> cached_array(const std::vector<py::ssize_t>& shape) {
 template <class T>
 py::array view_of(T* data, std::initializer_list<py::ssize_t> shape, const py::object& owner) {
     Py_intptr_t dims[2];
+    if (shape.size() > 2) throw std::logic_error("view_of: at most two dimensions");
     int nd = 0;
     for (const py::ssize_t d : shape) dims[nd++] = static_cast<Py_intptr_t>(d);
     auto& api = py::detail::npy_api::get();
