@@ -237,6 +237,29 @@ def test_a_call_does_not_depend_on_the_calls_before_it():
         torch.set_num_threads(old)
 
 
+@needs_native
+def test_calls_from_several_python_threads_at_once_match_calls_one_by_one():
+    """The kernel releases the GIL and its scratch belongs to the calling thread: calls running at the
+    same time from several Python threads (each its own OpenMP team) must not share it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(4)
+    cases = [
+        view_of(torch.randn(8, 32, 1040), True),
+        view_of(torch.randn(64, 5, 70), False),
+        view_of(poison(torch.randn(16, 10, 300)), True),
+        view_of(torch.randn(64, 300, 16), False),
+    ]
+    one_by_one = [native(v) for v in cases]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        for _ in range(5):
+            together = list(pool.map(native, cases))
+            for k, (a, b) in enumerate(zip(together, one_by_one, strict=True)):
+                for f in ("count", "mean", "m2", "min", "max", "zeros", "above", "nan", "inf", "sample_mean"):
+                    x, y = getattr(a, f), getattr(b, f)
+                    assert torch.equal(x.nan_to_num(7.0), y.nan_to_num(7.0)), (k, f)
+
+
 @pytest.mark.parametrize("backend", [
     pytest.param("native", marks=[pytest.mark.native, pytest.mark.skipif(not NATIVE_BUILT, reason="native not built")]),
     "torch",
