@@ -29,8 +29,6 @@ import sys
 import time
 from collections.abc import Callable
 
-THRESHOLDS = (0.0, 0.5)
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,6 +40,7 @@ def main() -> int:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: it reads the variable then
 
     import torch
+    from bench_kernels import THRESHOLDS, torch_ops  # this script's directory: the same baseline ops
 
     from layerscope import kernels
     from layerscope.capture.layout import Axis, LayoutView
@@ -66,13 +65,6 @@ def main() -> int:
                 sync()
                 times[name].append(time.perf_counter() - t0)
         return {k: statistics.median(v) for k, v in times.items()}
-
-    def torch_ops(x: torch.Tensor, dims: tuple[int, ...]) -> None:
-        torch.var_mean(x, dim=dims, correction=0)
-        x.amin(dim=dims)
-        x.amax(dim=dims)
-        for t in THRESHOLDS:
-            (x > t).sum(dim=dims)
 
     if args.interpret:
         sizes_bytes = [64 * 2**10]  # the interpreter runs every program in Python: a check, not a benchmark
